@@ -1,0 +1,31 @@
+"""The exceptions the framework raises; every one derives from :class:`UunGatewayError`."""
+
+
+class UunGatewayError(Exception):
+    """Base of every error raised by uun-gateway itself."""
+
+
+class ConfigError(UunGatewayError):
+    """The configuration is invalid.
+
+    ``errors`` lists every problem found, each naming the JSON path, the bad value and what was
+    expected, so a user can fix them all in one go.
+    """
+
+    def __init__(self, errors: list[str], source: str | None = None) -> None:
+        self.errors = list(errors)
+        self.source = source
+        prefix = f"{source}: " if source else ""
+        super().__init__("\n".join(prefix + e for e in self.errors) or f"{prefix}invalid configuration")
+
+
+class UnsupportedEvent(UunGatewayError, ValueError):
+    """``@on`` was given an event it does not know, or arguments that event does not take."""
+
+
+class ModuleLoadError(UunGatewayError):
+    """A module could not be found, imported or constructed; the message names the module."""
+
+
+class StorageError(UunGatewayError):
+    """A storage operation failed (closed store, unserialisable entry, unreadable file)."""
