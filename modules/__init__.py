@@ -1,0 +1,1 @@
+"""Built-in uun-gateway modules (installed as ``uun_gateway.modules``)."""

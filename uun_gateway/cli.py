@@ -1,0 +1,162 @@
+"""The ``uun-gateway`` command: run, check-config, storage inspection and the modules' own commands."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import signal
+import sys
+import threading
+from collections.abc import Sequence
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+from .errors import ConfigError, ModuleLoadError, UunGatewayError
+from .gateway import Gateway
+from .plugins import available_module_ids, load_module_class
+from .storage import Storage
+from .systemd import JournalFormatter
+from .version import __version__
+
+EX_CONFIG = 78  # sysexits.h: the unit's RestartPreventExitStatus
+EX_SOFTWARE = 70
+logger = logging.getLogger("uun_gateway.cli")
+
+
+def configure_logging(level: str = "INFO") -> None:
+    """Log to stderr: journal priority prefixes under systemd (``JOURNAL_STREAM`` set), else a
+    readable line with a timestamp."""
+    handler = logging.StreamHandler(sys.stderr)
+    if os.environ.get("JOURNAL_STREAM"):
+        handler.setFormatter(JournalFormatter())
+    else:
+        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)-7s %(name)s: %(message)s"))
+    root = logging.getLogger()
+    root.handlers[:] = [handler]
+    root.setLevel(level)
+
+
+def _print_config_errors(exc: ConfigError) -> None:
+    print(f"{exc.source or 'config'}: invalid configuration ({len(exc.errors)} error(s)):", file=sys.stderr)
+    for error in exc.errors:
+        print(f"  {error}", file=sys.stderr)
+
+
+def cmd_check_config(args: argparse.Namespace) -> int:
+    try:
+        gateway = Gateway(args.file)
+    except ConfigError as exc:
+        _print_config_errors(exc)
+        return EX_CONFIG
+    except ModuleLoadError as exc:
+        print(f"{args.file}: {exc}", file=sys.stderr)
+        return EX_CONFIG
+    timers = ", ".join(f"{t.name} every {t.period:g}s" for t in gateway.timers.values()) or "none"
+    print(f"{args.file}: OK; modules: {', '.join(m.id for m in gateway.modules) or 'none'}; timers: {timers}")
+    return 0
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    configure_logging(args.log_level)
+    try:
+        gateway = Gateway(args.config)
+    except ConfigError as exc:
+        _print_config_errors(exc)
+        return EX_CONFIG
+    except ModuleLoadError as exc:
+        logger.error("%s", exc)
+        return EX_SOFTWARE
+    from .systemd import SystemdNotifier
+
+    stop_requested = threading.Event()
+    exit_code = 0
+
+    def on_signal(sig: int, frame: Any) -> None:
+        nonlocal exit_code
+        if stop_requested.is_set():
+            logger.warning("%s received while stopping; already stopping", signal.Signals(sig).name)
+            return
+        logger.info("%s received, stopping", signal.Signals(sig).name)
+        exit_code = 1 if sig == signal.SIGUSR1 else 0
+        stop_requested.set()
+
+    for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGUSR1, signal.SIGUSR2):
+        signal.signal(sig, on_signal)
+    notifier = SystemdNotifier.from_env(gateway)
+    try:
+        gateway.start()
+        notifier.ready()
+        stop_requested.wait()
+    finally:
+        notifier.stopping()
+        gateway.stop()
+        notifier.close()
+    return exit_code
+
+
+def cmd_storage(args: argparse.Namespace) -> int:
+    path = Path(args.path)
+    if not path.exists():
+        print(f"{path}: no such storage file", file=sys.stderr)
+        return 1
+    storage = Storage(path.stem, path)
+    try:
+        entries = storage.oldest(args.show)
+        print(f"{path}: {len(storage)} entries (store uid {storage.uid})")
+        for entry in entries:
+            when = datetime.fromtimestamp(entry.created, timezone.utc).isoformat(timespec="seconds")
+            data = f"<{len(entry.data)} bytes>" if isinstance(entry.data, bytes) else json.dumps(entry.data)
+            print(f"  #{entry.id}  {when}  {data[:200]}")
+        if storage.quarantined:
+            print(f"warning: the file was damaged and was moved aside to {storage.quarantined}", file=sys.stderr)
+            return 1
+    finally:
+        storage.close()
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="uun-gateway", description="uun-gateway: IoT gateway framework")
+    parser.add_argument("--version", action="version", version=f"uun-gateway {__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+
+    run = sub.add_parser("run", help="run the gateway in the foreground until SIGTERM/SIGINT")
+    run.add_argument("-c", "--config", required=True, help="the JSON config file")
+    run.add_argument(
+        "--log-level", default="INFO", choices=["DEBUG", "INFO", "WARNING", "ERROR"], type=str.upper, help="default INFO"
+    )
+    run.set_defaults(func=cmd_run)
+
+    check = sub.add_parser("check-config", help="validate a config file; exit 0 if valid, 78 with every error if not")
+    check.add_argument("file")
+    check.set_defaults(func=cmd_check_config)
+
+    storage = sub.add_parser("storage", help="show a module storage file: entry count and the oldest entries")
+    storage.add_argument("path", help="the storage file (e.g. storage/onewire.sqlite)")
+    storage.add_argument("--show", type=int, default=10, metavar="N", help="how many of the oldest entries (10)")
+    storage.set_defaults(func=cmd_storage)
+
+    for module_id in available_module_ids():
+        try:
+            load_module_class(module_id).register_cli(sub)
+        except (ModuleLoadError, AttributeError):
+            continue
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return int(args.func(args))
+    except UunGatewayError as exc:
+        print(f"uun-gateway {args.command}: {exc}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

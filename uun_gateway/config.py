@@ -1,0 +1,219 @@
+"""Configuration: loading the JSON file, the composed JSON Schema, validation with readable errors,
+and atomic saving."""
+
+from __future__ import annotations
+
+import copy
+import difflib
+import json
+import os
+import tempfile
+from collections.abc import Iterable, Mapping
+from pathlib import Path
+from typing import Any
+
+import jsonschema
+
+from .errors import ConfigError
+
+PERIOD_SCHEMA: dict[str, Any] = {
+    "type": "number",
+    "exclusiveMinimum": 0,
+    "description": "a period in seconds (a number > 0)",
+}
+
+_STORAGE_SETTING = {
+    "description": 'a file path, or {"path": file path, "limit": max entries (integer >= 0)}',
+    "oneOf": [
+        {"type": "string", "minLength": 1},
+        {
+            "type": "object",
+            "required": ["path"],
+            "properties": {
+                "path": {"type": "string", "minLength": 1, "description": "a non-empty file path"},
+                "limit": {"type": "integer", "minimum": 0, "description": "an integer >= 0 (0 = no limit)"},
+            },
+            "additionalProperties": False,
+        },
+    ],
+}
+
+#: Keys of the ``gateway`` section owned by the core; every other key is a module's own section.
+CORE_GATEWAY_SCHEMA: dict[str, Any] = {
+    "moduleTimers": {
+        "type": "object",
+        "description": "an object {moduleId: period or {timerId: period}}",
+        "additionalProperties": {
+            "description": 'a period in seconds (a number > 0), or an object {"timerId": period in seconds}',
+            "oneOf": [
+                PERIOD_SCHEMA,
+                {"type": "object", "minProperties": 1, "additionalProperties": PERIOD_SCHEMA},
+            ],
+        },
+    },
+    "moduleBackupStorage": {
+        "type": "object",
+        "description": "an object {moduleId: storage path or {path, limit}}",
+        "additionalProperties": _STORAGE_SETTING,
+    },
+    "storageDir": {
+        "type": "string",
+        "minLength": 1,
+        "description": "the directory of module storages without a moduleBackupStorage entry",
+    },
+    "stopTimeout": {
+        "type": "number",
+        "exclusiveMinimum": 0,
+        "description": "seconds stop() waits for handlers (a number > 0)",
+    },
+    "handlerTimeout": {
+        "type": "number",
+        "exclusiveMinimum": 0,
+        "description": "seconds a handler may run before the gateway counts as hung (a number > 0)",
+    },
+    "nondecrementalUpdate": {"type": "boolean", "description": "true or false"},
+}
+
+
+def compose_schema(
+    module_schemas: Mapping[str, dict[str, Any] | None], document: Mapping[str, Any] | None = None
+) -> dict[str, Any]:
+    """The schema of a whole config: the core's ``gateway.*`` keys, each module's own section
+    (``module_schemas``: module id -> schema or None for free-form), and the ``properties`` and
+    ``dependentRequired`` of ``document``, a schema of other top-level keys (uuApp's)."""
+    gateway_props: dict[str, Any] = dict(CORE_GATEWAY_SCHEMA)
+    for module_id, schema in module_schemas.items():
+        if module_id not in CORE_GATEWAY_SCHEMA:
+            gateway_props[module_id] = schema if schema is not None else {"type": "object"}
+    return {
+        "$schema": "https://json-schema.org/draft/2020-12/schema",
+        "type": "object",
+        "description": "a JSON object",
+        "properties": {
+            "gateway": {
+                "type": "object",
+                "description": "an object",
+                "properties": gateway_props,
+                "additionalProperties": {"type": "object", "description": "a module's section (an object)"},
+            },
+            **(document or {}).get("properties", {}),
+        },
+        "dependentRequired": dict((document or {}).get("dependentRequired", {})),
+        "additionalProperties": False,
+    }
+
+
+def json_path(parts: Iterable[Any]) -> str:
+    """``["gateway", "moduleTimers", 0]`` -> ``gateway.moduleTimers[0]``; the root is ``(root)``."""
+    text = ""
+    for part in parts:
+        text += f"[{part}]" if isinstance(part, int) else (f".{part}" if text else str(part))
+    return text or "(root)"
+
+
+def _relevant(error: jsonschema.ValidationError) -> jsonschema.ValidationError:
+    """For a failed ``oneOf``/``anyOf``, the error of the branch meant for the value's type."""
+    while error.validator in ("oneOf", "anyOf") and error.context:
+        depth = len(error.absolute_path)
+        same_type = [e for e in error.context if not (e.validator == "type" and len(e.absolute_path) == depth)]
+        if not same_type:
+            break
+        error = max(same_type, key=lambda e: len(e.absolute_path))
+    return error
+
+
+def _expected(error: jsonschema.ValidationError) -> str | None:
+    return error.schema.get("description") if isinstance(error.schema, dict) else None
+
+
+def _describe(outer: jsonschema.ValidationError) -> str:
+    error = _relevant(outer)
+    path = json_path(error.absolute_path)
+    expected = _expected(error) or _expected(outer)
+    value = json.dumps(error.instance)
+    if len(value) > 60:
+        value = value[:57] + "..."
+    if error.validator == "additionalProperties" and error.validator_value is False:
+        allowed = sorted(error.schema.get("properties", {}))
+        extra = sorted(set(error.instance) - set(allowed))
+        return "; ".join(_unknown_key(path, key, allowed) for key in extra)
+    if error.validator in ("oneOf", "anyOf") or expected is None:
+        message = error.message if expected is None else f"{value} is not valid"
+    elif error.validator == "type":
+        message = f"{value} has the wrong type"
+    elif error.validator == "required":
+        missing = error.message.split("'")[1] if "'" in error.message else error.message
+        return f"{path}: required key {missing!r} is missing"
+    else:
+        message = error.message
+    return f"{path}: {message}" + (f"; expected {expected}" if expected else "")
+
+
+def _unknown_key(path: str, key: str, known: Iterable[str]) -> str:
+    where = f"{path}.{key}" if path != "(root)" else key
+    return f"{where}: unknown key{suggest(key, known)}"
+
+
+def suggest(word: str, known: Iterable[str]) -> str:
+    """``' (did you mean "heartbeat"?)'`` for the nearest known word, or ``''``."""
+    match = difflib.get_close_matches(word, list(known), n=1, cutoff=0.6)
+    return f' (did you mean "{match[0]}"?)' if match else ""
+
+
+def validate(config: Any, schema: dict[str, Any]) -> list[str]:
+    """Every problem of ``config`` against ``schema``, as readable lines sorted by JSON path."""
+    validator = jsonschema.Draft202012Validator(schema)
+    errors = sorted(validator.iter_errors(config), key=lambda e: [str(p) for p in e.absolute_path])
+    return [_describe(error) for error in errors]
+
+
+def load_config(path: str | os.PathLike[str]) -> dict[str, Any]:
+    """Read a JSON config file. Raises :class:`ConfigError` naming the file (and line) on failure."""
+    source = str(path)
+    try:
+        text = Path(path).read_text(encoding="utf-8")
+    except OSError as exc:
+        raise ConfigError([f"cannot read the file: {exc.strerror or exc}"], source) from exc
+    except UnicodeDecodeError as exc:
+        raise ConfigError([f"not UTF-8 text: {exc}"], source) from exc
+    try:
+        config = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise ConfigError([f"line {exc.lineno} column {exc.colno}: invalid JSON: {exc.msg}"], source) from exc
+    if not isinstance(config, dict):
+        raise ConfigError([f"(root): expected a JSON object, got {type(config).__name__}"], source)
+    return config
+
+
+def normalized(config: Mapping[str, Any]) -> dict[str, Any]:
+    """A deep copy of ``config`` with an empty ``gateway`` section added when it is missing."""
+    result = copy.deepcopy(dict(config))
+    result.setdefault("gateway", {})
+    return result
+
+
+def save_config_atomically(path: str | os.PathLike[str], config: Mapping[str, Any]) -> None:
+    """Replace the file at ``path`` with ``config`` so that it is, at every instant, either the old
+    or the new complete file. The file's mode is kept (new files get 0600: configs hold secrets)."""
+    target = Path(path)
+    try:
+        mode = target.stat().st_mode & 0o7777
+    except FileNotFoundError:
+        mode = 0o600
+    fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as f:
+            json.dump(config, f, indent=2)
+            f.write("\n")
+            f.flush()
+            os.fchmod(f.fileno(), mode)
+            os.fsync(f.fileno())
+        os.replace(tmp, target)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    dir_fd = os.open(target.parent, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        os.fsync(dir_fd)
+    finally:
+        os.close(dir_fd)
