@@ -12,12 +12,12 @@ import threading
 import time
 from pathlib import Path
 
-import jsonschema
+import jsonschema  # type: ignore[import-untyped]
 import pytest
 import requests
 from fake_uuapp import FakeUuApp
-from requests_toolbelt.multipart.encoder import MultipartEncoder
-from uuapp_fixtures import TokenClock, fake, token_clock  # noqa: F401 - fixtures
+from requests_toolbelt.multipart.encoder import MultipartEncoder  # type: ignore[import-untyped]
+from uuapp_fixtures import TokenClock
 
 from uun_gateway.errors import ConfigError
 from uun_gateway.uuapp import (
@@ -28,6 +28,8 @@ from uun_gateway.uuapp import (
     UuCmdSession,
     base_url,
 )
+
+pytest_plugins = ["uuapp_fixtures"]
 
 UPLOAD = "gateway/upload"
 
@@ -108,7 +110,9 @@ def test_schema_accepts_reference_config_and_rejects_bad_ones(fake: FakeUuApp) -
     cfg = fake.config("tok")
     jsonschema.validate(cfg, UUAPP_SCHEMA)
     jsonschema.validate({"gateway": {}}, UUAPP_SCHEMA)
-    jsonschema.validate({"uuApp": {"gateway": "uuapp.plus4u.net", "uuAppName": "a", "awid": "b"}}, UUAPP_SCHEMA)
+    jsonschema.validate(
+        {"uuApp": {"gateway": "uuapp.plus4u.net", "uuAppName": "a", "awid": "b"}}, UUAPP_SCHEMA
+    )
     bad = [
         {**cfg, "uuApp": {**cfg["uuApp"], "gateway": "ftp://x"}},
         {**cfg, "uuApp": {**cfg["uuApp"], "timeout": 0}},
@@ -172,7 +176,7 @@ def test_token_refreshed_token_leeway_before_expiry(
         assert len(fake.grant_dtos) == 1
         token_clock.advance(10)
         assert client.is_token_expired()
-        response, exc = client.post(UPLOAD, {})
+        _response, exc = client.post(UPLOAD, {})
         assert exc is None
     assert len(fake.grant_dtos) == 2
     headers = auth_headers(fake, UPLOAD)
@@ -184,17 +188,21 @@ def test_server_clock_skew_does_not_shorten_or_stretch_the_token(
     tmp_path: Path, offset: float, token_clock: TokenClock
 ) -> None:
     # Without expires_in the client has only the JWT exp, on the server's clock.
-    with FakeUuApp(clock_offset=offset, send_expires_in=False, token_ttl=600) as fake:
-        with client_for(fake, tmp_path, token_leeway=60) as client:
-            assert client.refresh_token() is True
-            assert client.refresh_token() is False
-            token_clock.advance(600 - 60 - 5)
-            assert client.refresh_token() is False
-            token_clock.advance(10)
-            assert client.refresh_token() is True
+    with (
+        FakeUuApp(clock_offset=offset, send_expires_in=False, token_ttl=600) as fake,
+        client_for(fake, tmp_path, token_leeway=60) as client,
+    ):
+        assert client.refresh_token() is True
+        assert client.refresh_token() is False
+        token_clock.advance(600 - 60 - 5)
+        assert client.refresh_token() is False
+        token_clock.advance(10)
+        assert client.refresh_token() is True
 
 
-def test_cache_written_before_a_wall_clock_step_back_is_not_stretched(fake: FakeUuApp, tmp_path: Path) -> None:
+def test_cache_written_before_a_wall_clock_step_back_is_not_stretched(
+    fake: FakeUuApp, tmp_path: Path
+) -> None:
     fake.token_ttl = 600
     with client_for(fake, tmp_path) as client:
         client.refresh_token()
@@ -273,7 +281,7 @@ def test_no_oidc_section_means_no_authorization_header(tmp_path: Path) -> None:
             assert client.refresh_token() is False
             assert client.is_token_expired() is False
             assert "Authorization" not in client.get_auth_headers()
-            response, exc = client.post(UPLOAD, {"data": []})
+            _response, exc = client.post(UPLOAD, {"data": []})
             assert exc is None
         assert fake.grant_dtos == []
         assert [r.headers.get("authorization") for r in fake.for_cmd(UPLOAD)] == [None]
@@ -358,9 +366,8 @@ def test_get_sends_dto_in_the_query_string(fake: FakeUuApp, tmp_path: Path) -> N
 
 
 def test_post_rejects_other_dto_types(fake: FakeUuApp, tmp_path: Path) -> None:
-    with client_for(fake, tmp_path) as client:
-        with pytest.raises(ValueError):
-            client.post(UPLOAD, "text")  # type: ignore[arg-type]
+    with client_for(fake, tmp_path) as client, pytest.raises(ValueError):
+        client.post(UPLOAD, "text")
 
 
 def test_multipart_sends_bytes_as_file_parts(fake: FakeUuApp, tmp_path: Path) -> None:
@@ -381,13 +388,12 @@ def test_multipart_sends_bytes_as_file_parts(fake: FakeUuApp, tmp_path: Path) ->
 
 
 def test_uucmd_session_keeps_one_connection(fake: FakeUuApp, tmp_path: Path) -> None:
-    with client_for(fake, tmp_path) as client:
-        with UuCmdSession(client, UPLOAD) as session:
-            for i in range(5):
-                response, exc = session.post({"data": [{"id": i}]})
-                assert exc is None
-            response, exc = session.get({"q": "1"})
+    with client_for(fake, tmp_path) as client, UuCmdSession(client, UPLOAD) as session:
+        for i in range(5):
+            _, exc = session.post({"data": [{"id": i}]})
             assert exc is None
+        _response, exc = session.get({"q": "1"})
+        assert exc is None
     peers = {r.peer for r in fake.for_cmd(UPLOAD)}
     assert len(peers) == 1
     assert len(fake.for_cmd(UPLOAD)) == 6
@@ -434,24 +440,25 @@ def test_no_secret_in_logs_or_exceptions(tmp_path: Path, caplog: pytest.LogCaptu
     secrets = ["code-one-SECRET", "code-two-SECRET", "client-SECRET-x"]
     caplog.set_level(logging.DEBUG)
     messages: list[str] = []
-    with FakeUuApp(client=("client-id", secrets[2]), access_codes=(secrets[0], secrets[1])) as fake:
-        with client_for(fake, tmp_path, timeout=0.3) as client:
-            client.refresh_token()
-            for kind in ("5xx", "401", "reset", "lost", "malformed", "slow"):
-                fake.fault(kind, UPLOAD)
-                _, exc = client.post(UPLOAD, {"data": [{"id": 1}]})
-                messages.append(repr(exc))
-                messages.append(str(exc))
-            assert client._token is not None
-            secrets.append(client._token.value)
-            fake.expire_tokens()
-            fake.fault("5xx", "oidc/grantToken")
-            _, exc = client.post(UPLOAD, {})
+    with (
+        FakeUuApp(client=("client-id", secrets[2]), access_codes=(secrets[0], secrets[1])) as fake,
+        client_for(fake, tmp_path, timeout=0.3) as client,
+    ):
+        client.refresh_token()
+        for kind in ("5xx", "401", "reset", "lost", "malformed", "slow"):
+            fake.fault(kind, UPLOAD)
+            _, exc = client.post(UPLOAD, {"data": [{"id": 1}]})
+            messages.append(repr(exc))
             messages.append(str(exc))
-            fake.stop()
-            _, exc = client.post(UPLOAD, {})
-            messages.append(str(exc))
-            messages.append(repr(client.__dict__.get("_token")))
+        secrets.extend(fake.tokens)
+        assert len(secrets) == 5  # two tokens: the 401 forced a second grant
+        fake.expire_tokens()
+        fake.fault("5xx", "oidc/grantToken")
+        _, exc = client.post(UPLOAD, {})
+        messages.append(str(exc))
+        fake.stop()
+        _, exc = client.post(UPLOAD, {})
+        messages.append(str(exc))
     text = caplog.text + "\n".join(messages)
     assert "HTTP 503" in text  # the failures were logged at all
     for secret in secrets:

@@ -6,8 +6,8 @@ import time
 from collections.abc import Iterator
 
 import pytest
-
 from fake_uuapp import FakeUuApp
+
 from uun_gateway import uuapp
 
 

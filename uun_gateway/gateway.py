@@ -198,26 +198,27 @@ class Gateway(AbstractContextManager["Gateway"]):
         mid, where = loaded.id, f"gateway.moduleTimers.{loaded.id}"
         defaults = getattr(loaded.module, "timer_defaults", {}) or {}
         tick_ids = [h.timer_id for h in loaded.of("tick")]
-        errors = [f"{where}: module {mid!r} has two @on('tick', {t!r}) handlers" for t in set(tick_ids) if tick_ids.count(t) > 1]
         named = {t for t in tick_ids if t is not None}
-        if None in tick_ids and isinstance(setting, Mapping):
-            errors.append(f"{where}: module {mid!r} has a plain @on('tick') handler; expected a period in seconds, got an object")
-        if named and setting is not None and not isinstance(setting, Mapping):
-            errors.append(f"{where}: module {mid!r} has timers {sorted(named)}; expected an object {{timerId: seconds}}")
-        for timer_id in tick_ids:
-            configured = setting.get(timer_id) if isinstance(setting, Mapping) and timer_id else None
-            if timer_id is None and not isinstance(setting, Mapping):
-                configured = setting
+        errors = [f"{where}: module {mid!r} has two @on('tick', {t!r}) handlers" for t in set(tick_ids) if tick_ids.count(t) > 1]
+        is_object = isinstance(setting, Mapping)
+        if setting is not None and not is_object and None not in tick_ids:
+            expected = f"an object {{timerId: seconds}} for its timers {sorted(named)}" if named else "no entry"
+            errors.append(f"{where}: module {mid!r} has no plain @on('tick') handler; expected {expected}")
+        for timer_id in dict.fromkeys(tick_ids):
+            if timer_id is None:
+                configured = None if is_object else setting
+            else:
+                configured = setting.get(timer_id) if is_object else None
             if configured is None and timer_id not in defaults:
-                label = "@on('tick')" if timer_id is None else f"@on('tick', {timer_id!r})"
-                expected = "a period in seconds" if timer_id is None else f'{{"{timer_id}": seconds}}'
-                errors.append(f"{where}: module {mid!r} has {label} but no period is configured; expected {expected}")
-        if isinstance(setting, Mapping):
-            for timer_id in setting:
-                if timer_id not in named:
-                    errors.append(f"{where}.{timer_id}: module {mid!r} has no @on('tick', {timer_id!r}) handler{suggest(timer_id, named)}")
-        elif setting is not None and None not in tick_ids and not named:
-            errors.append(f"{where}: module {mid!r} has no @on('tick') handler")
+                if timer_id is None and is_object:
+                    errors.append(f"{where}: module {mid!r} has a plain @on('tick') handler; expected a period in seconds, got an object")
+                elif timer_id is None:
+                    errors.append(f"{where}: module {mid!r} has @on('tick') but no period is configured; expected a period in seconds")
+                elif is_object or setting is None:
+                    errors.append(f"{where}.{timer_id}: module {mid!r} has @on('tick', {timer_id!r}) but no period is configured; expected {{\"{timer_id}\": seconds}}")
+        for timer_id in setting if is_object else ():
+            if timer_id not in named:
+                errors.append(f"{where}.{timer_id}: module {mid!r} has no @on('tick', {timer_id!r}) handler{suggest(timer_id, named)}")
         return errors
 
     @staticmethod

@@ -30,11 +30,11 @@ import threading
 import time
 from collections.abc import Callable, Mapping
 from email.utils import parsedate_to_datetime
-from typing import Any
+from typing import Any, Self
 from urllib.parse import urlsplit
 
 import requests
-from requests_toolbelt.multipart.encoder import MultipartEncoder
+from requests_toolbelt.multipart.encoder import MultipartEncoder  # type: ignore[import-untyped]
 
 from uun_gateway.errors import ConfigError, UunGatewayError
 from uun_gateway.version import __version__
@@ -170,7 +170,7 @@ def _jwt_exp(token: str) -> float | None:
 class _Token:
     """A bearer token with its expiry on the monotonic clock (immune to wall-clock steps)."""
 
-    __slots__ = ("value", "deadline", "lifetime")
+    __slots__ = ("deadline", "lifetime", "value")
 
     def __init__(self, value: str, lifetime: float) -> None:
         self.value = value
@@ -243,7 +243,9 @@ class UuAppClient:
         self._oidc: dict[str, Any] | None = oidc
         self._thing: dict[str, Any] | None = thing
         if oidc is not None:
-            self._oidc_url = f"{self._oidc_base}/{oidc['uuAppName']}/{oidc['awid']}/{oidc['uuCmd'].lstrip('/')}"
+            self._oidc_url = (
+                f"{self._oidc_base}/{oidc['uuAppName']}/{oidc['awid']}/{oidc['uuCmd'].lstrip('/')}"
+            )
             self._oidc_timeout = float(timeout if timeout is not None else oidc.get("timeout", self.timeout))
             self._oidc_verify: str | bool = oidc.get("caBundle") or self._verify
             self.token_path: str | None = oidc["tokenPath"]
@@ -352,11 +354,19 @@ class UuAppClient:
         try:
             if self._fn_token_request is not None:
                 response = self._fn_token_request(
-                    self._oidc_url, json=dto, headers=headers, timeout=self._oidc_timeout, verify=self._oidc_verify
+                    self._oidc_url,
+                    json=dto,
+                    headers=headers,
+                    timeout=self._oidc_timeout,
+                    verify=self._oidc_verify,
                 )
             else:
                 response = self._session().post(
-                    self._oidc_url, json=dto, headers=headers, timeout=self._oidc_timeout, verify=self._oidc_verify
+                    self._oidc_url,
+                    json=dto,
+                    headers=headers,
+                    timeout=self._oidc_timeout,
+                    verify=self._oidc_verify,
                 )
         except requests.RequestException as exc:
             raise TokenError(f"token grant at {self._oidc_url} failed: {type(exc).__name__}") from None
@@ -408,7 +418,9 @@ class UuAppClient:
         except FileNotFoundError:
             return None
         except (OSError, ValueError, KeyError, TypeError) as exc:
-            logger.warning("token cache %s unreadable (%s); a new token will be granted", path, type(exc).__name__)
+            logger.warning(
+                "token cache %s unreadable (%s); a new token will be granted", path, type(exc).__name__
+            )
             return None
         if not isinstance(value, str) or not value:
             return None
@@ -469,7 +481,7 @@ class UuAppClient:
             session.close()
         self._local = threading.local()
 
-    def __enter__(self) -> UuAppClient:
+    def __enter__(self) -> Self:
         return self
 
     def __exit__(self, *exc: object) -> None:
@@ -535,7 +547,9 @@ class UuAppClient:
             response.close()
         raise AssertionError("unreachable")
 
-    def get(self, uucmd: str, dto_in: Mapping[str, Any] | None = None, log_level: int = logging.WARNING) -> RequestResult:
+    def get(
+        self, uucmd: str, dto_in: Mapping[str, Any] | None = None, log_level: int = logging.WARNING
+    ) -> RequestResult:
         """Authenticated GET of ``uucmd``; ``dto_in`` goes in the query string (non-scalars as JSON).
 
         Returns ``(response, exc)`` as :meth:`custom_request`; never raises for network, HTTP or
@@ -552,7 +566,9 @@ class UuAppClient:
         _check_dto(dto_in)
         return self.custom_request(lambda dto: self._send("POST", uucmd, dto), dto_in, uucmd, log_level)
 
-    def multipart(self, uucmd: str, dto_in: Mapping[str, Any] | None = None, log_level: int = logging.WARNING) -> RequestResult:
+    def multipart(
+        self, uucmd: str, dto_in: Mapping[str, Any] | None = None, log_level: int = logging.WARNING
+    ) -> RequestResult:
         """Authenticated multipart/form-data POST of ``dto_in`` (values as ``MultipartEncoder`` takes them).
 
         ``bytes`` values become file parts. Retried once with a fresh token after a 401.
@@ -577,7 +593,9 @@ class UuAppClient:
             raise exc
         return response
 
-    def post_ignore_http_err(self, uucmd: str, dto_in: Any = None, log_level: int = logging.WARNING) -> requests.Response:
+    def post_ignore_http_err(
+        self, uucmd: str, dto_in: Any = None, log_level: int = logging.WARNING
+    ) -> requests.Response:
         """POST that returns the response whatever its status; raises network errors and :class:`TokenError`."""
         response, exc = self.post(uucmd, dto_in, log_level)
         if response is None:
@@ -629,7 +647,7 @@ class UuCmdSession:
         """Close the connection."""
         self._session.close()
 
-    def __enter__(self) -> UuCmdSession:
+    def __enter__(self) -> Self:
         return self
 
     def __exit__(self, *exc: object) -> None:
@@ -642,7 +660,7 @@ def encode_multipart(dto: Mapping[str, Any]) -> MultipartEncoder:
     for key, value in dto.items():
         if isinstance(value, bytes | bytearray):
             fields[key] = (key, bytes(value), "application/octet-stream")
-        elif isinstance(value, str) or isinstance(value, tuple):
+        elif isinstance(value, str | tuple):
             fields[key] = value
         else:
             fields[key] = json.dumps(value)
