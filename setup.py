@@ -47,6 +47,11 @@ setup(
     entry_points={
         "console_scripts": ["uun-gateway = uun_gateway.cli:main"],
         "uun_gateway.modules": [
+            "heartbeat = uun_gateway.modules.heartbeat:Heartbeat",
+            "upload = uun_gateway.modules.upload:Upload",
+            "config = uun_gateway.modules.remoteconfig:RemoteConfig",
+            "onewire = uun_gateway.modules.onewire.module:OneWire",
+            "unisenza = uun_gateway.modules.unisenza.module:Unisenza",
         ],
     },
 )

@@ -53,6 +53,7 @@ class Record:
     fault: str | None = None
     files: dict[str, bytes] = field(default_factory=dict)
     peer: tuple[str, int] = ("", 0)
+    at: float = field(default_factory=time.monotonic)
 
 
 class _Server(ThreadingHTTPServer):

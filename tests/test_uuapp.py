@@ -11,14 +11,14 @@ import subprocess
 import threading
 import time
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import jsonschema  # type: ignore[import-untyped]
 import pytest
 import requests
-from fake_uuapp import FakeUuApp
 from requests_toolbelt.multipart.encoder import MultipartEncoder  # type: ignore[import-untyped]
-from uuapp_fixtures import TokenClock
 
+from tests.fake_uuapp import FakeUuApp
 from uun_gateway.errors import ConfigError
 from uun_gateway.uuapp import (
     UUAPP_SCHEMA,
@@ -29,7 +29,10 @@ from uun_gateway.uuapp import (
     base_url,
 )
 
-pytest_plugins = ["uuapp_fixtures"]
+if TYPE_CHECKING:
+    from tests.uuapp_fixtures import TokenClock
+
+pytest_plugins = ["tests.uuapp_fixtures"]
 
 UPLOAD = "gateway/upload"
 

@@ -171,6 +171,8 @@ class Gateway(AbstractContextManager["Gateway"]):
     def _unknown_id_errors(self, config: Mapping[str, Any], loaded: set[str]) -> list[str]:
         """Keys of ``moduleTimers``, ``moduleBackupStorage`` and ``gateway`` that name no loaded module."""
         gateway = config.get("gateway", {})
+        if not isinstance(gateway, Mapping):
+            return []
         timers = gateway.get("moduleTimers", {})
         known = loaded | self._known_ids
         errors: list[str] = []

@@ -102,7 +102,7 @@ class SystemdNotifier:
       ``WATCHDOG=1`` **only while** ``gateway.stalled(handler_timeout)`` returns ``[]``. While stalled, STATUS shows the reasons and a
       warning is logged once; a gateway whose ``stalled()`` raises or blocks is treated as stalled. So a
       hung gateway stops pinging and systemd kills and restarts it. It refreshes ``STATUS=`` at most
-      every ``status_interval`` s and only when the text changed (at once when stalling starts/ends).
+      every ``status_interval`` s and only when the text changed (and at once when a stall starts or ends).
     - ``WATCHDOG=1`` always travels alone in its datagram: free text can never cost a ping.
     - STATUS text goes out as UTF-8 on one line (``sdnotify`` encodes latin-1, which would garble
       ``°`` and drop any datagram with text outside latin-1); control characters become spaces.
@@ -244,11 +244,12 @@ class SystemdNotifier:
             reasons = [f"health check failed: {type(exc).__name__}: {exc}"]
         if self._done.is_set():
             return
-        if reasons and reasons != self._stalled_reasons:
+        changed = bool(reasons) != bool(self._stalled_reasons)
+        if changed and reasons:
             logger.warning("gateway stalled, withholding watchdog pings: %s", "; ".join(reasons))
-        elif not reasons and self._stalled_reasons:
+        elif changed:
             logger.info("gateway progressing again; watchdog pings resume")
-        changed, self._stalled_reasons = reasons != self._stalled_reasons, reasons
+        self._stalled_reasons = reasons
         if not reasons and self.watchdog_interval is not None and self._send("WATCHDOG=1", unless_done=True):
             self.pings += 1
         now = time.monotonic()

@@ -52,6 +52,8 @@ class RepeatTimer:
         self._thread: threading.Thread | None = None
         self._anchor = 0.0
         self._k = 0
+        self._last_deadline = 0.0
+        self._in_run = False
         self.runs = 0
         self.skipped = 0
         self.errors = 0
@@ -79,9 +81,9 @@ class RepeatTimer:
                 return
             self._period = value
             if self.is_alive():
-                base = self.next_deadline if self.next_deadline is not None else time.monotonic()
-                self._anchor, self._k = base - value, 1
-                self.next_deadline = base
+                # The new grid starts at the latest deadline that was due: the next run comes one new
+                # period after the previous run's deadline (at once if that is already past).
+                self._anchor, self._k = self._last_deadline, 0 if self._in_run else 1
                 self._wake.set()
 
     def is_alive(self) -> bool:
@@ -97,6 +99,7 @@ class RepeatTimer:
             self._wake.clear()
             self._anchor = time.monotonic()
             self._k = 0 if self.runonstart else 1
+            self._last_deadline = self._anchor
             self.next_deadline = self._anchor + self._k * self._period
             self._thread = threading.Thread(target=self._loop, name=f"timer:{self.name}", daemon=True)
             self._thread.start()
@@ -131,8 +134,11 @@ class RepeatTimer:
                 if self._wake.is_set():
                     self._wake.clear()
                     continue
+            with self._lock:
+                self._last_deadline, self._in_run = deadline, True
             self._run_once()
             with self._lock:
+                self._in_run = False
                 now = time.monotonic()
                 passed = math.floor((now - self._anchor) / self._period)
                 missed = max(0, passed - self._k)

@@ -349,38 +349,15 @@ class UuAppClient:
             dto["client_id"] = oidc["clientId"]
         if oidc.get("clientSecret"):
             dto["client_secret"] = oidc["clientSecret"]
-        headers = {"User-Agent": USER_AGENT, "Content-Type": "application/json"}
         sent_at = _monotonic()
-        try:
-            if self._fn_token_request is not None:
-                response = self._fn_token_request(
-                    self._oidc_url,
-                    json=dto,
-                    headers=headers,
-                    timeout=self._oidc_timeout,
-                    verify=self._oidc_verify,
-                )
-            else:
-                response = self._session().post(
-                    self._oidc_url,
-                    json=dto,
-                    headers=headers,
-                    timeout=self._oidc_timeout,
-                    verify=self._oidc_verify,
-                )
-        except requests.RequestException as exc:
-            raise TokenError(f"token grant at {self._oidc_url} failed: {type(exc).__name__}") from None
-        try:
-            body = response.json()
-        except ValueError:
-            body = None
-        if not response.ok:
+        status, body, date = self._post_grant(dto)
+        if not 200 <= status < 300:
             error_map = body.get("uuAppErrorMap", {}) if isinstance(body, dict) else {}
-            raise TokenCommandError(error_map if isinstance(error_map, dict) else {}, response.status_code)
+            raise TokenCommandError(error_map if isinstance(error_map, dict) else {}, status)
         if not isinstance(body, dict) or not isinstance(body.get("id_token"), str) or not body["id_token"]:
             raise TokenError(f"token grant at {self._oidc_url}: response has no id_token")
         value = body["id_token"]
-        lifetime = self._lifetime(body, value, response, sent_at)
+        lifetime = self._lifetime(body, value, date)
         if lifetime <= 0:
             raise TokenError(f"token grant at {self._oidc_url}: token already expired")
         # The expiry counts from when the request was sent: a slow answer only shortens it.
@@ -388,8 +365,34 @@ class UuAppClient:
         token.deadline = sent_at + lifetime
         return token
 
+    def _post_grant(self, dto: Mapping[str, Any]) -> tuple[int, Any, str | None]:
+        """POST the grant; returns (status, JSON body or None, Date header). Raises TokenError offline.
+
+        Only plain data leaves this frame, so an exception raised later cannot keep the
+        response, and with it a pooled socket, alive.
+        """
+        headers = {"User-Agent": USER_AGENT, "Content-Type": "application/json"}
+        send = self._fn_token_request or self._session().post
+        try:
+            response = send(
+                self._oidc_url,
+                json=dto,
+                headers=headers,
+                timeout=self._oidc_timeout,
+                verify=self._oidc_verify,
+            )
+        except requests.RequestException as exc:
+            raise TokenError(f"token grant at {self._oidc_url} failed: {type(exc).__name__}") from None
+        try:
+            body = response.json()
+        except ValueError:
+            body = None
+        finally:
+            response.close()
+        return response.status_code, body, response.headers.get("Date")
+
     @staticmethod
-    def _lifetime(body: Mapping[str, Any], value: str, response: requests.Response, sent_at: float) -> float:
+    def _lifetime(body: Mapping[str, Any], value: str, date: str | None) -> float:
         """Token lifetime in seconds, relative to now; never from the server's absolute clock alone."""
         expires_in = body.get("expires_in")
         if isinstance(expires_in, int | float) and not isinstance(expires_in, bool):
@@ -398,7 +401,6 @@ class UuAppClient:
         if exp is None:
             raise TokenError("token grant: response has neither expires_in nor a JWT exp claim")
         server_now: float | None = None
-        date = response.headers.get("Date")
         if date:
             with contextlib.suppress(TypeError, ValueError):
                 server_now = parsedate_to_datetime(date).timestamp()
@@ -478,7 +480,7 @@ class UuAppClient:
         with self._sessions_lock:
             sessions, self._sessions = self._sessions, []
         for session in sessions:
-            session.close()
+            _close_session(session)
         self._local = threading.local()
 
     def __enter__(self) -> Self:
@@ -645,13 +647,25 @@ class UuCmdSession:
 
     def close(self) -> None:
         """Close the connection."""
-        self._session.close()
+        _close_session(self._session)
 
     def __enter__(self) -> Self:
         return self
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+def _close_session(session: requests.Session) -> None:
+    """Close a session's pooled sockets now; urllib3 2.x otherwise leaves that to garbage collection."""
+    for adapter in session.adapters.values():
+        pools = getattr(getattr(adapter, "poolmanager", None), "pools", None)
+        if pools is not None:
+            for key in list(pools.keys()):
+                pool = pools.get(key)
+                if pool is not None:
+                    pool.close()
+    session.close()
 
 
 def encode_multipart(dto: Mapping[str, Any]) -> MultipartEncoder:

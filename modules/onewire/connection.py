@@ -26,11 +26,14 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
-from pyownet import protocol
+from pyownet import protocol  # type: ignore[import-untyped]
 
 log = logging.getLogger(__name__)
 
 T = TypeVar("T")
+
+#: Per-path error from owserver (``.errno``: 1 = path does not resolve, 22 = bus/CRC failure).
+OwnetError: type[Exception] = protocol.OwnetError
 
 DEFAULT_HOST = "127.0.0.1"
 DEFAULT_PORT = 4304
@@ -169,7 +172,9 @@ class OwServer:
                 self._timeouts = 0
                 self._retry_at = 0.0
         if changed:
-            log.warning("owserver %s unavailable: %s; retrying every cycle with backoff", self.address, reason)
+            log.warning(
+                "owserver %s unavailable: %s; retrying every cycle with backoff", self.address, reason
+            )
             self._notify(False, reason)
         else:
             log.debug("owserver %s still unavailable: %s", self.address, reason)
@@ -283,7 +288,7 @@ class OwSession:
 
     def read(self, path: str) -> bytes:
         """Read one property (raw bytes, space padded)."""
-        return self._call(self._proxy.read, path)
+        return bytes(self._call(self._proxy.read, path))
 
     def write(self, path: str, data: bytes) -> None:
         """Write one property."""

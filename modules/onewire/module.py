@@ -19,9 +19,10 @@ from collections.abc import Callable
 from contextlib import ExitStack
 from typing import Any, ClassVar
 
-from uun_gateway import Module, on
+from uun_gateway import ConfigError, Module, on
+from uun_gateway.config import validate
 
-from .connection import OwServer, OwSession, ServerAddress, ServerUnavailable
+from .connection import OwnetError, OwServer, OwSession, ServerAddress, ServerUnavailable
 from .families import properties_for
 from .inventory import (
     DeviceNotFound,
@@ -63,13 +64,27 @@ class OneWire(Module):
         self._servers: dict[ServerAddress, OwServer] = {}
         self._needs_scan: set[ServerAddress] = set()
         self._warned_simulated: set[tuple[ServerAddress, str]] = set()
-        self._failing: set[str] = set()
-        self.settings = Settings.from_config(self._config.get(self.id))
+        self.settings = self._load_settings()
         self.inventory = Inventory(self.settings.missed_scans)
         self.reader = Reader(wait=self._wait)
         self._apply_settings()
 
     # -- configuration ----------------------------------------------------------------------------
+
+    def _load_settings(self) -> Settings:
+        section = self._config.get(self.id, {})
+        # The gateway validates built-in modules before constructing them, but not modules handed
+        # to it by module_init; a bad section must not surface as a TypeError deep inside.
+        errors = validate(
+            {"gateway": {self.id: section}},
+            {
+                "type": "object",
+                "properties": {"gateway": {"type": "object", "properties": {self.id: SCHEMA}}},
+            },
+        )
+        if errors:
+            raise ConfigError(errors)
+        return Settings.from_config(section)
 
     def _apply_settings(self) -> None:
         settings = self.settings
@@ -90,7 +105,7 @@ class OneWire(Module):
     @on("update")
     def on_update(self) -> None:
         """Re-read ``gateway.onewire`` after a configuration update; the inventory is kept."""
-        self.settings = Settings.from_config(self._config.get(self.id))
+        self.settings = self._load_settings()
         self._apply_settings()
 
     @on("stop")
@@ -99,17 +114,10 @@ class OneWire(Module):
         self._stop.set()
 
     def _wait(self, seconds: float) -> bool:
-        stopev = self.gateway.stopev if self.gateway is not None else None
-        if stopev is None:
-            return not self._stop.wait(seconds)
-        # Either event ends the wait; the gateway's is set before its timers are joined.
-        step = min(seconds, 0.05)
-        deadline = seconds
-        while deadline > 0:
-            if stopev.wait(step) or self._stop.is_set():
-                return False
-            deadline -= step
-        return True
+        # Under a gateway its stop event is set before the timers are joined, so a tick waiting
+        # here ends at once on stop; standalone, on_stop() sets our own event.
+        stopev = self.gateway.stopev if self.gateway is not None else self._stop
+        return not stopev.wait(seconds)
 
     # -- events -----------------------------------------------------------------------------------
 
@@ -152,6 +160,9 @@ class OneWire(Module):
                 return self._scan_in(server, session)
         except ServerUnavailable:
             return None
+        except OwnetError as err:
+            log.warning("owserver %s: scan failed: %s", server.address, err)
+            return None
 
     def _scan_in(self, server: OwServer, session: OwSession) -> ScanResult:
         result = scan(
@@ -174,7 +185,9 @@ class OneWire(Module):
                 name,
             )
         for branch in result.depth_limited:
-            log.warning("owserver %s: coupler %s not walked: deeper than maxCouplerDepth", server.address, branch)
+            log.warning(
+                "owserver %s: coupler %s not walked: deeper than maxCouplerDepth", server.address, branch
+            )
         events = self.inventory.apply_scan(str(server.address), result)
         for event in events:
             if isinstance(event, DeviceNotFound):
@@ -195,12 +208,16 @@ class OneWire(Module):
                 continue
             if sensor is not None and sensor.ignore:
                 continue
-            resolution = sensor.resolution if sensor and sensor.resolution is not None else settings.resolution
+            resolution = (
+                sensor.resolution if sensor and sensor.resolution is not None else settings.resolution
+            )
             props = properties_for(
                 dev.family, sensor.properties if sensor else None, settings.families, resolution
             )
             if props and dev.location is not None:
-                targets.append(ReadTarget(dev.id, sensor.alias if sensor else None, dev.location.bus_path, props))
+                targets.append(
+                    ReadTarget(dev.id, sensor.alias if sensor else None, dev.location.bus_path, props)
+                )
         return targets
 
     @on("tick", "read")
@@ -225,6 +242,8 @@ class OneWire(Module):
                         self._scan_in(server, session)
                 except ServerUnavailable:
                     continue
+                except OwnetError as err:
+                    log.warning("owserver %s: scan failed: %s", server.address, err)
                 targets = self._targets(server)
                 if targets:
                     jobs.append((session, targets))
@@ -243,7 +262,9 @@ class OneWire(Module):
         for error in result.errors:
             errors.setdefault(error.device_id, []).append(f"{error.property}: {error.kind} ({error.detail})")
         for dev_id in sorted(set(values) | set(errors)):
-            started, recovered = self.inventory.record_read(dev_id, values.get(dev_id, {}), len(errors.get(dev_id, [])))
+            started, recovered = self.inventory.record_read(
+                dev_id, values.get(dev_id, {}), len(errors.get(dev_id, []))
+            )
             if started:
                 log.warning("1-wire device %s: read failed: %s", dev_id, "; ".join(errors[dev_id]))
             elif recovered:
@@ -255,16 +276,20 @@ class OneWire(Module):
             )
             more = len(result.readings) - _LOG_VALUES
             log.info(
-                "1-wire: stored %d reading(s): %s%s", len(result.readings), shown, f" (+{more} more)" if more > 0 else ""
+                "1-wire: stored %d reading(s): %s%s",
+                len(result.readings),
+                shown,
+                f" (+{more} more)" if more > 0 else "",
             )
         self.events.emit(
-            DeviceValue(r.device_id, r.alias, r.property, r.value, r.unit, r.timestamp) for r in result.readings
+            DeviceValue(r.device_id, r.alias, r.property, r.value, r.unit, r.timestamp)
+            for r in result.readings
         )
 
     # -- command line -----------------------------------------------------------------------------
 
     @classmethod
-    def register_cli(cls, subparsers: argparse._SubParsersAction[Any]) -> None:  # noqa: SLF001
+    def register_cli(cls, subparsers: argparse._SubParsersAction[Any]) -> None:
         """Add ``uun-gateway onewire scan [--server HOST:PORT]``."""
         from .cli import register
 

@@ -20,9 +20,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from pyownet import protocol
-
-from .connection import OwSession, ServerUnavailable
+from .connection import OwnetError, OwSession, ServerUnavailable
 from .families import POWER_ON_VALUE, TEMP_MAX, TEMP_MIN, TEMPERATURE_FAMILIES, PropertySpec
 
 log = logging.getLogger(__name__)
@@ -130,10 +128,11 @@ def _sleep(seconds: float) -> bool:
     return True
 
 
-def _ownet_kind(err: protocol.OwnetError) -> str:
-    if err.errno == 1:
+def _ownet_kind(err: Exception) -> str:
+    code = getattr(err, "errno", None)
+    if code == 1:
         return "missing"
-    if err.errno == 22:
+    if code == 22:
         return "bus"
     return "owserver"
 
@@ -177,8 +176,10 @@ class Reader:
                     for bus_path in buses:
                         try:
                             session.write(f"{bus_path}simultaneous/temperature", b"1")
-                        except protocol.OwnetError as err:
-                            log.debug("simultaneous conversion on %s%s failed: %s", session.server, bus_path, err)
+                        except OwnetError as err:
+                            log.debug(
+                                "simultaneous conversion on %s%s failed: %s", session.server, bus_path, err
+                            )
                             continue
                         result.triggers += 1
                         last_trigger = self._monotonic()
@@ -213,7 +214,7 @@ class Reader:
             path = f"{target.bus_path}{target.device_id}/{spec.path}"
             try:
                 raw = session.read(path)
-            except protocol.OwnetError as err:
+            except OwnetError as err:
                 result.errors.append(ReadError(target.device_id, spec.name, _ownet_kind(err), str(err)))
                 continue
             now = self._clock()

@@ -14,9 +14,7 @@ from collections import deque
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
-from pyownet import protocol
-
-from .connection import OwSession
+from .connection import OwnetError, OwSession
 
 log = logging.getLogger(__name__)
 
@@ -87,7 +85,7 @@ def scan(
             continue
         try:
             name = session.read(f"{bus_path}interface/settings/name").decode("ascii", "replace").strip()
-        except protocol.OwnetError:
+        except OwnetError:
             continue
         if name.startswith("Simulated-"):
             result.simulated_buses[bus_path] = name
@@ -99,7 +97,7 @@ def scan(
         listing_path = (UNCACHED + bus_path) if uncached else bus_path
         try:
             entries = session.dir(listing_path)
-        except protocol.OwnetError as err:
+        except OwnetError as err:
             if depth == 0:
                 raise
             result.branch_errors[bus_path] = str(err)
@@ -116,7 +114,7 @@ def scan(
             if dev_type is None:
                 try:
                     dev_type = session.read(f"{bus_path}{dev_id}/type").decode("ascii", "replace").strip()
-                except protocol.OwnetError:
+                except OwnetError:
                     dev_type = None
             result.devices[dev_id] = FoundDevice(dev_id, family, dev_type, bus_path)
             if family == COUPLER_FAMILY:

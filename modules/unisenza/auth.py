@@ -171,7 +171,7 @@ class CognitoAuth:
             try:
                 user_id = str(params["USER_ID_FOR_SRP"])
                 secret_block = str(params["SECRET_BLOCK"])
-                timestamp = srp.cognito_timestamp(dt.datetime.fromtimestamp(self._clock(), dt.timezone.utc))
+                timestamp = srp.cognito_timestamp(dt.datetime.fromtimestamp(self._clock(), dt.UTC))
                 claim = srp.password_claim(
                     a,
                     ep.pool_name,

@@ -28,7 +28,7 @@ def _x100(value: Any) -> float:
 
 def _int(value: Any) -> int:
     if isinstance(value, bool):
-        raise ValueError("boolean is not a number")
+        raise TypeError("boolean is not a number")
     if isinstance(value, float) and not value.is_integer():
         raise ValueError("not an integer")
     return int(value)
@@ -114,7 +114,7 @@ def update_document(changes: Mapping[str, Any]) -> dict[str, Any]:
     props: dict[str, int] = {}
     for name, value in changes.items():
         if name == "target_temperature":
-            props[SET_TEMPERATURE_KEY] = int(round(float(value) * 100))
+            props[SET_TEMPERATURE_KEY] = round(float(value) * 100)
         elif name == "system_mode":
             props[SET_MODE_KEY] = int(SystemMode(int(value)))
         else:

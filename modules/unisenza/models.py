@@ -11,6 +11,7 @@ from __future__ import annotations
 import dataclasses
 import enum
 import logging
+import math
 import threading
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
@@ -301,7 +302,7 @@ class HvacDevice(Device[HvacAttributes]):
             number = float(value)
         except (TypeError, ValueError):
             raise ValueError(f"temperature {value!r} is not a number") from None
-        if number != number or number in (float("inf"), float("-inf")):
+        if not math.isfinite(number):
             raise ValueError(f"temperature {value!r} is not finite")
         a = self._attributes
         low = a.min_temp if a.min_temp is not None else DEFAULT_MIN_TEMP

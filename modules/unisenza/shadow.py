@@ -245,7 +245,7 @@ class ShadowConnection:
         for thing in self.things:
             filters = [(shadow_topic(thing, op, result), 0) for op in OPERATIONS for result in RESULTS]
             rc, mid = client.subscribe(filters)
-            if rc != MQTTErrorCode.MQTT_ERR_SUCCESS:
+            if rc != MQTTErrorCode.MQTT_ERR_SUCCESS or mid is None:
                 log.warning("%s: subscribe for %s failed: %s", self.client_id, thing, mqtt.error_string(rc))
                 continue
             with self._lock:

@@ -36,7 +36,7 @@ class AwsCredentials:
 
 def amz_dates(when: dt.datetime) -> tuple[str, str]:
     """``('YYYYMMDDTHHMMSSZ', 'YYYYMMDD')`` for a timezone-aware ``when``, in UTC."""
-    t = when.astimezone(dt.timezone.utc)
+    t = when.astimezone(dt.UTC)
     return t.strftime("%Y%m%dT%H%M%SZ"), t.strftime("%Y%m%d")
 
 
@@ -110,7 +110,9 @@ def signing_key(secret_key: str, date: str, region: str, service: str) -> bytes:
 
 def signature(secret_key: str, date: str, region: str, service: str, to_sign: str) -> str:
     """Hex HMAC-SHA256 of ``to_sign`` under the derived signing key."""
-    return hmac.new(signing_key(secret_key, date, region, service), to_sign.encode(), hashlib.sha256).hexdigest()
+    return hmac.new(
+        signing_key(secret_key, date, region, service), to_sign.encode(), hashlib.sha256
+    ).hexdigest()
 
 
 def _sign_all(_name: str) -> bool:

@@ -108,7 +108,7 @@ def client_session_key(
 def cognito_timestamp(when: dt.datetime) -> str:
     """Cognito's ``TIMESTAMP``: ``'Fri Jan 5 09:04:07 UTC 2024'`` in UTC, English names, day not
     zero-padded, independent of the process locale. ``when`` must be timezone-aware."""
-    t = when.astimezone(dt.timezone.utc)
+    t = when.astimezone(dt.UTC)
     return f"{_WEEKDAYS[t.weekday()]} {_MONTHS[t.month - 1]} {t.day} {t:%H:%M:%S} UTC {t.year}"
 
 
@@ -134,7 +134,5 @@ def password_claim(
     ``a`` is the secret whose ``public_a(a)`` was sent as ``SRP_A``. Raises ValueError on a
     degenerate challenge.
     """
-    key = client_session_key(
-        a, public_a(a), int(srp_b_hex, 16), pool_name, user_id, password, salt_hex
-    )
+    key = client_session_key(a, public_a(a), int(srp_b_hex, 16), pool_name, user_id, password, salt_hex)
     return claim_signature(key, pool_name, user_id, secret_block_b64, timestamp)

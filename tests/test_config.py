@@ -1,0 +1,182 @@
+"""Config validation messages, and the CLI: check-config, run, signals, journal log format."""
+
+from __future__ import annotations
+
+import json
+import os
+import queue
+import signal
+import subprocess
+import sys
+import threading
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from uun_gateway import ConfigError, Gateway
+from uun_gateway.cli import main
+
+UUAPP = {"gateway": "uuapp.example.com", "uuAppName": "app", "awid": "a1"}
+
+# (config, JSON path the error must name, a word the message must contain)
+MALFORMED: list[tuple[Any, str, str]] = [
+    ({"gateway": []}, "gateway", "wrong type"),
+    ({"gateway": {"moduleTimers": 5}}, "gateway.moduleTimers", "wrong type"),
+    ({"gateway": {"moduleTimers": {"m": 0}}}, "gateway.moduleTimers.m", "number > 0"),
+    ({"gateway": {"moduleTimers": {"m": -1}}}, "gateway.moduleTimers.m", "-1"),
+    ({"gateway": {"moduleTimers": {"m": "10"}}}, "gateway.moduleTimers.m", '"10"'),
+    ({"gateway": {"moduleTimers": {"m": True}}}, "gateway.moduleTimers.m", "true"),
+    ({"gateway": {"moduleTimers": {"m": {"read": "x"}}}}, "gateway.moduleTimers.m.read", '"x"'),
+    ({"gateway": {"moduleTimers": {"m": {}}}}, "gateway.moduleTimers.m", "timerId"),
+    ({"gateway": {"moduleBackupStorage": {"m": 5}}}, "gateway.moduleBackupStorage.m", "file path"),
+    ({"gateway": {"moduleBackupStorage": {"m": {"limit": 5}}}}, "gateway.moduleBackupStorage.m", "'path'"),
+    ({"gateway": {"moduleBackupStorage": {"m": {"path": "a", "limit": -1}}}}, "gateway.moduleBackupStorage.m.limit", ">= 0"),
+    ({"gateway": {"moduleBackupStorage": {"m": {"path": "a", "lmit": 1}}}}, "gateway.moduleBackupStorage.m.lmit", '"limit"'),
+    ({"gateway": {"moduleBackupStorage": {"m": ""}}}, "gateway.moduleBackupStorage.m", "file path"),
+    ({"gateway": {"storageDir": ""}}, "gateway.storageDir", "directory"),
+    ({"gateway": {"stopTimeout": 0}}, "gateway.stopTimeout", "> 0"),
+    ({"gateway": {"handlerTimeout": "x"}}, "gateway.handlerTimeout", "wrong type"),
+    ({"gateway": {"nondecrementalUpdate": "yes"}}, "gateway.nondecrementalUpdate", "true or false"),
+    ({"gateway": {"m": 5}}, "gateway.m", "object"),
+    ({"uuAp": {}}, "uuAp", '"uuApp"'),
+    ({"getaway": {}}, "getaway", '"gateway"'),
+    ({"uuApp": {"gateway": "h", "uuAppName": "app"}}, "uuApp", "'awid'"),
+    ({"uuApp": {**UUAPP, "gateway": "bad host name"}}, "uuApp.gateway", "bad host name"),
+    ({"uuApp": {**UUAPP, "timeout": -3}}, "uuApp.timeout", "-3"),
+    ({"uuApp": UUAPP, "uuThing": {"uuIdentity": "1-2", "accessCode1": "a"}}, "uuThing", "'accessCode2'"),
+    ({"gateway": {"moduleTimers": {"hearbeat": 60}}}, "gateway.moduleTimers.hearbeat", '"heartbeat"'),
+]
+
+
+@pytest.mark.parametrize(("config", "path", "word"), MALFORMED, ids=[f"{i}:{m[1]}" for i, m in enumerate(MALFORMED)])
+def test_malformed_config_names_path_and_expectation(config: Any, path: str, word: str) -> None:
+    with pytest.raises(ConfigError) as info:
+        Gateway(config)
+    matching = [e for e in info.value.errors if e.startswith(f"{path}:")]
+    assert matching, f"no error names {path}: {info.value.errors}"
+    assert any(word in e for e in matching), f"{word!r} not in {matching}"
+
+
+def test_empty_config_is_valid() -> None:
+    gateway = Gateway({})
+    assert gateway.modules == [] and gateway.config == {"gateway": {}}
+
+
+def test_every_error_is_reported_at_once() -> None:
+    with pytest.raises(ConfigError) as info:
+        Gateway({"gateway": {"stopTimeout": 0, "handlerTimeout": 0, "storageDir": ""}})
+    assert len(info.value.errors) == 3
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [("{", "line 1 column 2: invalid JSON"), ("[]", "expected a JSON object"), ("", "invalid JSON")],
+)
+def test_unreadable_files(tmp_path: Path, text: str, message: str) -> None:
+    path = tmp_path / "c.json"
+    path.write_text(text)
+    with pytest.raises(ConfigError, match=message) as info:
+        Gateway(path)
+    assert str(path) in str(info.value)
+
+
+def test_missing_file(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="cannot read"):
+        Gateway(tmp_path / "nope.json")
+
+
+def test_check_config_cli(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    good, bad = tmp_path / "good.json", tmp_path / "bad.json"
+    good.write_text("{}")
+    bad.write_text(json.dumps({"gateway": {"stopTimeout": 0, "moduleTimers": {"x": -1}}}))
+    assert main(["check-config", str(good)]) == 0
+    assert "OK" in capsys.readouterr().out
+    assert main(["check-config", str(bad)]) == 78
+    err = capsys.readouterr().err
+    assert "gateway.stopTimeout" in err and "gateway.moduleTimers.x" in err and str(bad) in err
+
+
+def test_version(capsys: pytest.CaptureFixture[str]) -> None:
+    from uun_gateway import __version__
+
+    with pytest.raises(SystemExit) as info:
+        main(["--version"])
+    assert info.value.code == 0 and __version__ in capsys.readouterr().out
+
+
+def test_storage_cli(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from uun_gateway import Storage
+
+    store = Storage("s", tmp_path / "s.sqlite")
+    store.extend([{"t": 1}, b"\x00"])
+    store.close()
+    assert main(["storage", str(tmp_path / "s.sqlite")]) == 0
+    out = capsys.readouterr().out
+    assert "2 entries" in out and '{"t": 1}' in out and "<1 bytes>" in out
+    assert main(["storage", str(tmp_path / "missing.sqlite")]) == 1
+
+
+class Run:
+    """``uun-gateway run`` in a subprocess, its stderr lines collected by a reader thread."""
+
+    def __init__(self, config: Path, env: dict[str, str] | None = None) -> None:
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "uun_gateway.cli", "run", "-c", str(config)],
+            stderr=subprocess.PIPE,
+            text=True,
+            env={**os.environ, **(env or {})},
+        )
+        self.lines: queue.Queue[str] = queue.Queue()
+        self.seen: list[str] = []
+        self.reader = threading.Thread(target=self._read)
+        self.reader.start()
+
+    def _read(self) -> None:
+        assert self.proc.stderr is not None
+        for line in self.proc.stderr:
+            self.lines.put(line)
+
+    def wait_for_line(self, text: str, timeout: float = 20) -> str:
+        while True:
+            line = self.lines.get(timeout=timeout)
+            self.seen.append(line)
+            if text in line:
+                return line
+
+    def finish(self) -> int:
+        code = self.proc.wait(timeout=30)
+        self.reader.join()
+        assert self.proc.stderr is not None
+        self.proc.stderr.close()
+        while not self.lines.empty():
+            self.seen.append(self.lines.get())
+        return code
+
+
+@pytest.mark.parametrize(("sig", "code"), [(signal.SIGTERM, 0), (signal.SIGINT, 0), (signal.SIGUSR1, 1)])
+def test_run_stops_cleanly_on_signals(tmp_path: Path, sig: int, code: int) -> None:
+    config = tmp_path / "c.json"
+    config.write_text("{}")
+    run = Run(config)
+    run.wait_for_line("gateway started")
+    run.proc.send_signal(sig)
+    assert run.finish() == code
+    assert any("gateway stopped" in line for line in run.seen)
+
+
+def test_run_exits_78_on_invalid_config(tmp_path: Path) -> None:
+    config = tmp_path / "c.json"
+    config.write_text(json.dumps({"gateway": {"moduleTimers": {"x": 0}}}))
+    run = Run(config)
+    assert run.finish() == 78
+    assert any("gateway.moduleTimers.x" in line for line in run.seen)
+
+
+def test_run_under_systemd_logs_with_priority_prefixes(tmp_path: Path) -> None:
+    config = tmp_path / "c.json"
+    config.write_text("{}")
+    run = Run(config, env={"JOURNAL_STREAM": "8:12345"})
+    assert run.wait_for_line("gateway started").startswith("<6>uun_gateway.gateway: ")
+    run.proc.send_signal(signal.SIGTERM)
+    assert run.finish() == 0

@@ -1,0 +1,399 @@
+"""Gateway: loading, lifecycle order, handler errors, multi-timer modules, stop bounds, signals,
+send-with-backup and remote reconfiguration."""
+
+from __future__ import annotations
+
+import json
+import signal
+import threading
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.conftest import wait_for
+from uun_gateway import ConfigError, Gateway, Module, ModuleLoadError, on
+
+
+class Recorder(Module):
+    """Records the order of its events in a list shared by all Recorders."""
+
+    def __init__(self, config: Any, log: list[str], name: str = "") -> None:
+        super().__init__(config)
+        self.log = log
+        self.name = name or self.id
+
+    @on("start")
+    def started(self, evs: tuple[threading.Event, threading.Event]) -> None:
+        runev, stopev = evs
+        assert runev.is_set() and not stopev.is_set()
+        self.log.append(f"start:{self.name}")
+
+    @on("tick")
+    def ticked(self) -> None:
+        self.log.append(f"tick:{self.name}")
+
+    @on("stop")
+    def stopped(self) -> None:
+        self.log.append(f"stop:{self.name}")
+
+
+class First(Recorder):
+    pass
+
+
+class Second(Recorder):
+    pass
+
+
+def two_module_config(tmp_path: Path) -> dict[str, Any]:
+    return {"gateway": {"moduleTimers": {"first": 0.01, "second": 0.01}, "storageDir": str(tmp_path)}}
+
+
+def test_start_handlers_run_before_ticks_and_stop_in_reverse(tmp_path: Path) -> None:
+    log: list[str] = []
+    config = two_module_config(tmp_path)
+    with Gateway(config, lambda c, u: [First(c["gateway"], log), Second(c["gateway"], log)]) as gateway:
+        assert gateway.runev.is_set()
+        wait_for(lambda: "tick:first" in log and "tick:second" in log)
+    assert log[:2] == ["start:first", "start:second"]
+    assert log[-2:] == ["stop:second", "stop:first"]
+    assert gateway.stopev.is_set() and not gateway.runev.is_set()
+
+
+def test_start_and_stop_are_idempotent(tmp_path: Path) -> None:
+    log: list[str] = []
+    config = {"gateway": {"moduleTimers": {"first": 3600}, "storageDir": str(tmp_path)}}
+    gateway = Gateway(config, lambda c, u: First(c["gateway"], log))
+    gateway.start()
+    gateway.start()
+    gateway.stop()
+    gateway.stop()
+    assert log.count("start:first") == 1 and log.count("stop:first") == 1
+
+
+def test_module_id_from_class_name() -> None:
+    class WeatherConditions(Module):
+        pass
+
+    class Explicit(Module):
+        id = "custom"
+
+    assert WeatherConditions().id == "weatherConditions"
+    assert Explicit.id == "custom"
+
+
+def test_plain_class_with_id_works_as_module() -> None:
+    ticks = threading.Event()
+
+    class Plain:
+        id = "plain"
+
+        @on("tick")
+        def tick(self) -> None:
+            ticks.set()
+
+    with Gateway({"gateway": {"moduleTimers": {"plain": 0.01}}}, lambda c, u: Plain()):
+        assert ticks.wait(10)
+
+
+def test_handler_exception_is_logged_counted_and_timer_goes_on(caplog: pytest.LogCaptureFixture) -> None:
+    class Faulty(Module):
+        @on("tick")
+        def tick(self) -> None:
+            raise RuntimeError("sensor exploded")
+
+    with Gateway({"gateway": {"moduleTimers": {"faulty": 0.005}}}, lambda c, u: Faulty(c["gateway"])) as gateway:
+        wait_for(lambda: gateway.health()["modules"]["faulty"]["handlerErrors"] >= 3)
+        assert gateway.runev.is_set()
+    assert "RuntimeError: sensor exploded" in caplog.text
+    assert "Traceback" in caplog.text
+    assert "sensor exploded" in gateway.health()["modules"]["faulty"]["lastError"]
+
+
+def test_multi_timer_module() -> None:
+    seen: dict[str, int] = {"fast": 0, "slow": 0}
+
+    class SendReceive(Module):
+        @on("tick", "fast")
+        def fast(self) -> None:
+            seen["fast"] += 1
+
+        @on("tick", "slow")
+        def slow(self) -> None:
+            seen["slow"] += 1
+
+    config = {"gateway": {"moduleTimers": {"sendReceive": {"fast": 0.005, "slow": 3600}}}}
+    with Gateway(config, lambda c, u: SendReceive(c["gateway"])) as gateway:
+        wait_for(lambda: seen["fast"] >= 5)
+        assert seen["slow"] == 1
+        assert {t.name: t.period for t in gateway.timers.values()} == {"sendReceive.fast": 0.005, "sendReceive.slow": 3600}
+
+
+def test_timer_defaults_fill_missing_periods() -> None:
+    class Defaulted(Module):
+        timer_defaults = {"scan": 3600}
+
+        @on("tick", "scan")
+        def scan(self) -> None:
+            pass
+
+    gateway = Gateway({"gateway": {"defaulted": {}}}, lambda c, u: Defaulted(c["gateway"]))
+    assert gateway.timers[("defaulted", "scan")].period == 3600
+
+
+def test_tick_without_period_is_a_load_error() -> None:
+    class NoPeriod(Module):
+        @on("tick", "read")
+        def read(self) -> None:
+            pass
+
+    with pytest.raises(ConfigError, match=r"gateway\.moduleTimers\.noPeriod\.read: .*no period"):
+        Gateway({"gateway": {"noPeriod": {}}}, lambda c, u: NoPeriod(c["gateway"]))
+
+
+def test_timer_id_without_handler_suggests_nearest() -> None:
+    class Reader(Module):
+        @on("tick", "read")
+        def read(self) -> None:
+            pass
+
+    with pytest.raises(ConfigError, match=r'gateway\.moduleTimers\.reader\.raed: .*did you mean "read"'):
+        Gateway({"gateway": {"moduleTimers": {"reader": {"read": 1, "raed": 2}}}}, lambda c, u: Reader(c["gateway"]))
+
+
+def test_unknown_module_id_suggests_nearest() -> None:
+    with pytest.raises(ConfigError, match=r'gateway\.moduleTimers\.frist: .*did you mean "first"'):
+        Gateway({"gateway": {"moduleTimers": {"frist": 1}}}, lambda c, u: First(c["gateway"], []))
+
+
+def test_constructor_failure_names_the_module() -> None:
+    def init(config: Any, uuclient: Any) -> Module:
+        raise OSError("no such device")
+
+    with pytest.raises(ModuleLoadError, match="module_init.*no such device"):
+        Gateway({}, init)
+
+
+def test_duplicate_module_ids_are_refused() -> None:
+    with pytest.raises(ModuleLoadError, match="two modules with the id 'first'"):
+        Gateway({}, lambda c, u: [First({}, []), First({}, [])])
+
+
+def test_stop_returns_within_bound_when_a_stop_handler_hangs(caplog: pytest.LogCaptureFixture) -> None:
+    release = threading.Event()
+
+    class Hanging(Module):
+        @on("stop")
+        def stop(self) -> None:
+            release.wait(30)
+
+    gateway = Gateway({"gateway": {"stopTimeout": 0.2, "hanging": {}}}, lambda c, u: Hanging(c["gateway"]))
+    gateway.start()
+    try:
+        gateway.stop()
+        assert "did not return in time" in caplog.text
+    finally:
+        release.set()
+    wait_for(lambda: not any(t.name.startswith("stop:") for t in threading.enumerate()))
+
+
+def test_stop_wakes_one_hour_timers_and_long_start_loops() -> None:
+    loops = threading.Event()
+
+    class Poller(Module):
+        @on("start")
+        def poll(self, evs: tuple[threading.Event, threading.Event]) -> None:
+            runev, stopev = evs
+            loops.set()
+            while runev.is_set():
+                stopev.wait(3600)
+
+        @on("tick")
+        def tick(self) -> None:
+            pass
+
+    gateway = Gateway({"gateway": {"moduleTimers": {"poller": 3600}}}, lambda c, u: Poller(c["gateway"]))
+    gateway.start()
+    assert loops.wait(10)
+    gateway.stop()
+    assert not any(t.is_alive() for t in gateway.timers.values())
+
+
+def test_second_signal_during_stop_does_not_rerun_stop_handlers(tmp_path: Path) -> None:
+    log: list[str] = []
+    gateway: Gateway
+
+    class Slow(Recorder):
+        @on("stop")
+        def stopped(self) -> None:
+            gateway.signal_handler(signal.SIGTERM, None)  # returns: no exit, no second stop
+            log.append("second signal ignored")
+            super().stopped()
+
+    config = {"gateway": {"moduleTimers": {"slow": 3600}, "storageDir": str(tmp_path)}}
+    gateway = Gateway(config, lambda c, u: Slow(c["gateway"], log))
+    gateway.start()
+    with pytest.raises(SystemExit) as first:
+        gateway.signal_handler(signal.SIGUSR1, None)
+    assert first.value.code == 1
+    assert log.count("stop:slow") == 1 and log.count("second signal ignored") == 1
+
+
+def test_send_storage_keeps_failed_entries_in_order(tmp_path: Path) -> None:
+    class Sender(Module):
+        pass
+
+    sender = Sender({"storageDir": str(tmp_path)})
+    try:
+        for n in range(10):
+            sender.storage.append({"n": n})
+        assert sender._send_storage(lambda batch: [d for d in batch if d["n"] % 3 == 0], batch_size=4) is False
+        assert [d["n"] for d in sender.storage.data] == [0, 3, 4, 5, 6, 7, 8, 9]
+        assert sender.stats.send_failures == 1
+        assert sender._send_storage(lambda batch: [], batch_size=3) is True
+        assert sender.storage.is_empty() and sender.stats.last_send_ok is not None
+    finally:
+        sender.close_storage()
+
+
+def test_send_storage_raise_or_none_deletes_nothing(tmp_path: Path) -> None:
+    sender = Module({"storageDir": str(tmp_path)})
+    try:
+        sender.storage.extend([1, 2, 3])
+
+        def boom(batch: list[Any]) -> list[Any]:
+            raise ConnectionError("offline")
+
+        assert not sender._send_storage(boom)
+        assert not sender._send_storage(lambda batch: None)
+        assert sender.storage.data == [1, 2, 3]
+        assert not sender._send_storage(lambda batch: [2])  # returns equal, not identical, items
+        assert sender.storage.data == [2]
+    finally:
+        sender.close_storage()
+
+
+def test_send_storage_does_not_hold_the_lock_during_the_send(tmp_path: Path) -> None:
+    sender = Module({"storageDir": str(tmp_path)})
+    try:
+        sender.storage.append("old")
+        appended = threading.Event()
+
+        def slow_send(batch: list[Any]) -> list[Any]:
+            if batch != ["old"]:
+                return []
+            producer = threading.Thread(target=lambda: (sender.storage.append("new"), appended.set()))
+            producer.start()
+            assert appended.wait(10), "a producer was blocked while the send ran"
+            producer.join()
+            return []
+
+        assert sender._send_storage(slow_send, batch_size=1) is True
+        assert sender.storage.is_empty()
+    finally:
+        sender.close_storage()
+
+
+def test_backup_storage_config_path_and_limit(tmp_path: Path) -> None:
+    class Limited(Module):
+        pass
+
+    config = {"moduleBackupStorage": {"limited": {"path": str(tmp_path / "l.db"), "limit": 2}}}
+    module = Limited(config)
+    try:
+        module.storage.extend([1, 2, 3])
+        assert module.storage.data == [2, 3] and module.storage.path == tmp_path / "l.db"
+    finally:
+        module.close_storage()
+
+
+def test_config_view() -> None:
+    class Viewer(Module):
+        pass
+
+    viewer = Viewer({"viewer": {"a": {"b": 5}}, "storageDir": "x"})
+    assert viewer._c("a/b") == 5
+    assert viewer._c("a/c", 7) == 7
+    assert viewer._c("storageDir", scope="gateway") == "x"
+    with pytest.raises(KeyError, match=r"gateway\.viewer\.a\.c"):
+        viewer._c("a/c")
+
+
+class Tuned(Module):
+    updates: list[dict[str, Any]]
+
+    @on("tick")
+    def tick(self) -> None:
+        pass
+
+    @on("update")
+    def updated(self) -> None:
+        self.updates.append(dict(self._config))
+        if self._c("fail", False):
+            raise RuntimeError("cannot apply")
+
+
+def _tuned_gateway(tmp_path: Path) -> tuple[Gateway, Path, Tuned]:
+    path = tmp_path / "config.json"
+    path.write_text(json.dumps({"gateway": {"moduleTimers": {"tuned": 3600}, "tuned": {}}}))
+    path.chmod(0o640)
+    module = Tuned({})
+    module.updates = []
+    return Gateway(path, lambda c, u: module), path, module
+
+
+def test_reconfigure_applies_retimes_and_persists(tmp_path: Path) -> None:
+    gateway, path, module = _tuned_gateway(tmp_path)
+    with gateway:
+        new = {"gateway": {"moduleTimers": {"tuned": 0.01}, "tuned": {"x": 1}}}
+        assert gateway.reconfigure(new) is True
+        assert gateway.timers[("tuned", None)].period == 0.01
+        wait_for(lambda: gateway.timers[("tuned", None)].runs >= 3)
+        assert module._c("x") == 1 and len(module.updates) == 1
+        assert gateway.reconfigure(new) is False
+    assert json.loads(path.read_text()) == new
+    assert path.stat().st_mode & 0o777 == 0o640
+
+
+def test_reconfigure_invalid_changes_nothing(tmp_path: Path) -> None:
+    gateway, path, module = _tuned_gateway(tmp_path)
+    before = path.read_text()
+    with gateway:
+        with pytest.raises(ConfigError, match=r"gateway\.moduleTimers\.tuned: -5"):
+            gateway.reconfigure({"gateway": {"moduleTimers": {"tuned": -5}}})
+        assert gateway.timers[("tuned", None)].period == 3600
+        assert module.updates == [] and gateway.config_error is not None
+    assert path.read_text() == before
+
+
+def test_reconfigure_rolls_back_when_applying_fails(tmp_path: Path) -> None:
+    gateway, path, module = _tuned_gateway(tmp_path)
+    before = path.read_text()
+    with gateway:
+        with pytest.raises(ConfigError, match="rolled back"):
+            gateway.reconfigure({"gateway": {"moduleTimers": {"tuned": 5}, "tuned": {"fail": True}}})
+        assert gateway.timers[("tuned", None)].period == 3600
+        assert module._c("fail", False) is False
+        assert "rolled back" not in (gateway.config_error or "") and gateway.config_error
+    assert path.read_text() == before
+
+
+def test_stalled_names_a_stuck_handler() -> None:
+    release = threading.Event()
+
+    class Stuck(Module):
+        @on("tick")
+        def tick(self) -> None:
+            release.wait(30)
+
+    gateway = Gateway({"gateway": {"moduleTimers": {"stuck": 3600}}}, lambda c, u: Stuck(c["gateway"]))
+    gateway.start()
+    try:
+        wait_for(lambda: gateway.stalled(handler_timeout=0.01) != [])
+        assert "stuck" in gateway.stalled(handler_timeout=0.01)[0]
+        assert gateway.stalled(handler_timeout=3600) == []
+    finally:
+        release.set()
+        gateway.stop()
+    assert gateway.stalled(handler_timeout=0.01) == []

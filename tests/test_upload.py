@@ -1,0 +1,195 @@
+"""The upload module against the fake uuApp on 127.0.0.1: batches, ids, partial acceptance, faults,
+backoff, binary entries and an outage with every reading delivered in order."""
+
+from __future__ import annotations
+
+import logging
+from collections import Counter
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+from tests.conftest import wait_for
+from tests.fake_uuapp import FakeUuApp
+from tests.uuapp_fixtures import Sensor, gateway_config
+from uun_gateway import Gateway
+from uun_gateway.modules.upload import Upload
+
+pytest_plugins = ["tests.uuapp_fixtures"]
+
+UPLOAD = "gateway/upload"
+
+
+def upload_config(fake: FakeUuApp, tmp_path: Path, period: float = 0.02, **upload: Any) -> dict[str, Any]:
+    settings = {"sources": {"sensor": {"uuCmd": UPLOAD, "batchSize": 100}}, **upload}
+    return gateway_config(
+        fake, tmp_path, moduleTimers={"sensor": 3600, "upload": period}, upload=settings
+    )
+
+
+@contextmanager
+def running(config: dict[str, Any], start: bool = True) -> Iterator[tuple[Gateway, Sensor, Upload]]:
+    """A gateway with a Sensor and an Upload; stopped and its uuApp connections closed afterwards."""
+    gateway = Gateway(config, lambda c, u: [Sensor(c["gateway"], u), Upload(c["gateway"], u)])
+    sensor, upload = gateway.modules
+    try:
+        if start:
+            gateway.start()
+        yield gateway, sensor, upload
+    finally:
+        gateway.stop()
+        sensor.close_storage()
+        if gateway.uuapp_client is not None:
+            gateway.uuapp_client.close()
+
+
+def delivered(fake: FakeUuApp) -> list[int]:
+    """Ids the fake accepted, in arrival order (duplicates kept)."""
+    ids: list[int] = []
+    for record in fake.for_cmd(UPLOAD, ok_only=True):
+        if isinstance(record.dto, dict) and isinstance(record.dto.get("data"), list):
+            ids += [item["id"] for item in record.dto["data"] if item["id"] not in fake.reject_ids]
+        elif "id" in record.dto:
+            ids.append(int(record.dto["id"]))
+    return ids
+
+
+def test_backlog_goes_out_in_batches_with_stable_ids(fake: FakeUuApp, tmp_path: Path) -> None:
+    with running(upload_config(fake, tmp_path), start=False) as (gateway, sensor, _):
+        ids = sensor.storage.extend([{"n": i} for i in range(250)])
+        gateway.start()
+        wait_for(lambda: len(sensor.storage) == 0)
+        uid = sensor.storage.uid
+    records = fake.for_cmd(UPLOAD)
+    assert [len(r.dto["data"]) for r in records] == [100, 100, 50]
+    assert delivered(fake) == ids
+    first = records[0].dto
+    assert first["source"] == "sensor" and first["storageId"] == uid
+    assert first["data"][0]["data"] == {"n": 0}
+    assert first["data"][0]["created"].endswith("Z")
+    assert sensor.stats.last_send_ok is not None
+
+
+def test_partial_acceptance_keeps_the_rest_in_order(fake: FakeUuApp, tmp_path: Path) -> None:
+    fake.reject_ids = {3, 5}
+    config = upload_config(fake, tmp_path, backoffInitial=0.01, backoffMax=0.02)
+    with running(config, start=False) as (gateway, sensor, upload):
+        ids = sensor.storage.extend([{"n": i} for i in range(8)])
+        assert ids == list(range(1, 9))
+        upload.send_batch("sensor")
+        assert [e.id for e in sensor.storage.oldest(10)] == [3, 5]
+        assert upload.state["sensor"].failures == 1
+        fake.reject_ids = set()
+        gateway.start()
+        wait_for(lambda: len(sensor.storage) == 0)
+    assert [r.dto["data"][0]["id"] for r in fake.for_cmd(UPLOAD)][-1] == 3
+    assert sorted(delivered(fake)) == ids
+
+
+def test_failed_list_in_answer_is_honoured(fake: FakeUuApp, tmp_path: Path) -> None:
+    fake.upload_handler = lambda dto: (200, {"failed": [dto["data"][-1]["id"]]})
+    with running(upload_config(fake, tmp_path), start=False) as (_, sensor, upload):
+        sensor.storage.extend([{"n": i} for i in range(4)])
+        assert upload.send_batch("sensor") is False
+        assert [e.id for e in sensor.storage.oldest(10)] == [4]
+
+
+def test_errors_keep_the_batch_and_back_off_exponentially(fake: FakeUuApp, tmp_path: Path) -> None:
+    config = upload_config(fake, tmp_path, period=0.01, backoffInitial=0.05, backoffMax=0.2)
+    fake.fault("5xx", UPLOAD, count=5)
+    with running(config, start=False) as (gateway, sensor, upload):
+        assert [upload.backoff(n) for n in range(1, 6)] == [0.05, 0.1, 0.2, 0.2, 0.2]
+        sensor.storage.extend([{"n": i} for i in range(10)])
+        gateway.start()
+        wait_for(lambda: len(sensor.storage) == 0)
+        assert upload.state["sensor"].failures == 0
+    times = [r.at for r in fake.for_cmd(UPLOAD)]
+    assert len(times) == 6
+    gaps = [b - a for a, b in zip(times, times[1:], strict=False)]
+    for gap, expected in zip(gaps, [0.05, 0.1, 0.2, 0.2, 0.2], strict=True):
+        assert gap >= expected * 0.9, gaps
+    assert delivered(fake) == list(range(1, 11))
+
+
+def test_malformed_answer_timeout_and_reset_lose_nothing(tmp_path: Path, caplog: Any) -> None:
+    with FakeUuApp(slow_delay=2.0) as fake:
+        config = upload_config(fake, tmp_path, backoffInitial=0.01, backoffMax=0.02)
+        config["uuApp"]["timeout"] = 0.3
+        for kind in ("malformed", "slow", "reset", "lost"):
+            fake.fault(kind, UPLOAD)
+        with caplog.at_level(logging.WARNING), running(config, start=False) as (gateway, sensor, upload):
+            ids = sensor.storage.extend([{"n": i} for i in range(30)])
+            gateway.start()
+            wait_for(lambda: len(sensor.storage) == 0)
+            assert upload.state["sensor"].requests >= 5
+        counts = Counter(delivered(fake))
+        assert sorted(counts) == ids
+        assert max(counts.values()) <= 3  # malformed and lost: processed but unanswered, then resent
+        warnings = [r for r in caplog.records if "upload of sensor failed" in r.getMessage()]
+        assert len(warnings) == 1
+
+
+def test_binary_entries_go_multipart_in_order(fake: FakeUuApp, tmp_path: Path) -> None:
+    blob = bytes(range(256)) * 10
+    with running(upload_config(fake, tmp_path), start=False) as (gateway, sensor, _):
+        sensor.storage.extend([{"n": 0}, {"n": 1}])
+        sensor.storage.append(blob)
+        sensor.storage.append({"n": 3})
+        gateway.start()
+        wait_for(lambda: len(sensor.storage) == 0)
+        uid = sensor.storage.uid
+    records = fake.for_cmd(UPLOAD)
+    assert len(records) == 3
+    assert [i["id"] for i in records[0].dto["data"]] == [1, 2]
+    assert records[1].files == {"data": blob}
+    assert records[1].dto["id"] == "3" and records[1].dto["storageId"] == uid
+    assert [i["id"] for i in records[2].dto["data"]] == [4]
+
+
+def test_missing_source_and_missing_uuapp_keep_data(tmp_path: Path, caplog: Any) -> None:
+    config = {
+        "gateway": {
+            "storageDir": str(tmp_path),
+            "moduleTimers": {"sensor": 3600, "upload": 3600},
+            "upload": {"sources": {"sensor": {"uuCmd": UPLOAD}, "ghost": {"uuCmd": UPLOAD}}},
+        }
+    }
+    with caplog.at_level(logging.WARNING), running(config, start=False) as (_, sensor, upload):
+        sensor.storage.append({"n": 0})
+        upload.drain()
+        upload.drain()
+        assert upload.send_batch("ghost") is False
+        assert upload.send_batch("ghost") is False
+        assert len(sensor.storage) == 1
+    messages = [r.getMessage() for r in caplog.records]
+    assert sum("no uuApp configured" in m for m in messages) == 1
+    assert sum("'ghost' is not a loaded module" in m for m in messages) == 1
+
+
+def test_outage_every_reading_arrives_in_order(tmp_path: Path) -> None:
+    fake = FakeUuApp().start()
+    try:
+        config = upload_config(fake, tmp_path, period=0.02, backoffInitial=0.02, backoffMax=0.1)
+        config["gateway"]["moduleTimers"]["sensor"] = 0.005
+        with running(config) as (_, sensor, upload):
+            sensor.producing.set()
+            wait_for(lambda: len(delivered(fake)) >= 20)
+            fake.stop()
+            mark = len(sensor.appended)
+            wait_for(lambda: len(sensor.appended) >= mark + 100 and upload.state["sensor"].failures >= 3)
+            assert len(sensor.storage) >= 100
+            fake.fault("lost", UPLOAD)  # the first answer after the outage is lost: that batch comes twice
+            fake.start()
+            wait_for(lambda: len(sensor.appended) >= mark + 150)
+            sensor.producing.clear()
+            wait_for(lambda: len(sensor.storage) == 0)
+            appended = list(sensor.appended)
+    finally:
+        fake.stop()
+    arrivals = delivered(fake)
+    counts = Counter(arrivals)
+    assert sorted(counts) == appended
+    assert max(counts.values()) == 2
+    first_seen = list(dict.fromkeys(arrivals))
+    assert first_seen == appended
