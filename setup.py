@@ -10,9 +10,7 @@ from pathlib import Path
 from setuptools import find_packages, setup
 
 HERE = Path(__file__).parent
-VERSION = re.search(
-    r'^__version__ = "([^"]+)"', (HERE / "uun_gateway" / "version.py").read_text(), re.M
-).group(1)  # type: ignore[union-attr]
+VERSION = re.search(r'^__version__ = "([^"]+)"', (HERE / "uun_gateway" / "version.py").read_text(), re.M).group(1)  # type: ignore[union-attr]
 
 module_packages = ["uun_gateway.modules" + p[len("modules") :] for p in find_packages(include=["modules", "modules.*"])]
 

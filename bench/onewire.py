@@ -41,8 +41,15 @@ def start_owserver(sensors: int) -> tuple[subprocess.Popen[bytes], int]:
     binary = shutil.which("owserver") or "/usr/bin/owserver"
     port = free_port()
     proc = subprocess.Popen(
-        [binary, "--foreground", "--error_print=2", "--error_level=0", "-p", f"127.0.0.1:{port}"]
-        + ["--tester=" + ",".join(["28"] * sensors)],
+        [
+            binary,
+            "--foreground",
+            "--error_print=2",
+            "--error_level=0",
+            "-p",
+            f"127.0.0.1:{port}",
+            "--tester=" + ",".join(["28"] * sensors),
+        ],
         stdin=subprocess.DEVNULL,
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
@@ -91,14 +98,17 @@ def main() -> int:
     proc, port = start_owserver(args.sensors)
     try:
         print(f"owserver --tester with {args.sensors} DS18B20 on 127.0.0.1:{port}; {args.cycles} cycles each")
-        print(f"{'connection':<26} {'round trips':>11} {'median ms':>10} {'p90 ms':>8} {'max ms':>8}")
+        print(
+            f"{'connection':<26} {'round trips':>11} {'TCP connects':>12} {'median ms':>10} {'p90 ms':>8} {'max ms':>8}"
+        )
         per_read = {}
         for label, persistent in (("persistent (1 per cycle)", True), ("per request (new TCP)", False)):
             times, trips, per_read[label] = measure(port, persistent, args.cycles)
             ordered = sorted(times)
+            connects = 1 if persistent else trips
+            median, p90, worst = statistics.median(times), ordered[int(len(ordered) * 0.9)], ordered[-1]
             print(
-                f"{label:<26} {trips:>11} {statistics.median(times) * 1e3:>10.2f} "
-                f"{ordered[int(len(ordered) * 0.9)] * 1e3:>8.2f} {ordered[-1] * 1e3:>8.2f}"
+                f"{label:<26} {trips:>11} {connects:>12} {median * 1e3:>10.2f} {p90 * 1e3:>8.2f} {worst * 1e3:>8.2f}"
             )
     finally:
         proc.terminate()
@@ -110,13 +120,12 @@ def main() -> int:
     proto = per_read["persistent (1 per cycle)"]
     print()
     print("Real DS18B20 on one bus, 12 bit (computed: conversion time is the datasheet's, not measured;")
+    bus_low, bus_high = BUS_READ_LOW * 1e3, BUS_READ_HIGH * 1e3
     print(
-        f"bus read per sensor estimated {BUS_READ_LOW * 1e3:.0f}-{BUS_READ_HIGH * 1e3:.0f} ms; protocol per read "
-        f"{proto * 1e3:.3f} ms measured):"
+        f"bus read per sensor estimated {bus_low:.0f}-{bus_high:.0f} ms; protocol per read {proto * 1e3:.3f} ms measured):"
     )
-    print(
-        f"{'N':>4} {'individual conversions s':>26} {'simultaneous (750 ms) s':>24} {'simultaneous (1.2 s wait) s':>28}"
-    )
+    cols = ("individual conversions s", "simultaneous (750 ms) s", "simultaneous (1.2 s wait) s")
+    print(f"{'N':>4} {cols[0]:>26} {cols[1]:>24} {cols[2]:>28}")
     for n in (1, 10, 20, 50, 100):
         lo = n * (DATASHEET_CONVERSION_12BIT + BUS_READ_LOW + proto)
         hi = n * (DATASHEET_CONVERSION_12BIT + BUS_READ_HIGH + proto)
@@ -125,7 +134,7 @@ def main() -> int:
         w_lo = OUR_CONVERSION_WAIT + n * (BUS_READ_LOW + proto)
         w_hi = OUR_CONVERSION_WAIT + n * (BUS_READ_HIGH + proto)
         print(
-            f"{n:>4} {f'{lo:.1f}-{hi:.1f}':>26} {f'{s_lo:.2f}-{s_hi:.2f}':>24} {f'{w_lo:.2f}-{w_hi:.2f}':>28}"
+            f"{n:>4} {f'{lo:.2f}-{hi:.2f}':>26} {f'{s_lo:.2f}-{s_hi:.2f}':>24} {f'{w_lo:.2f}-{w_hi:.2f}':>28}"
         )
     return 0
 

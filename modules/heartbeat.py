@@ -15,7 +15,7 @@ import logging
 import os
 import time
 from collections.abc import Mapping
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from typing import Any, ClassVar
 
 import requests
@@ -27,7 +27,7 @@ DEFAULT_UUCMD = "gateway/heartbeat"
 
 def iso(epoch: float) -> str:
     """``epoch`` as ISO 8601 UTC with a ``Z`` suffix (the timezone of the machine never matters)."""
-    return datetime.fromtimestamp(epoch, timezone.utc).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+    return datetime.fromtimestamp(epoch, UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
 def _read(path: str) -> str | None:
@@ -214,4 +214,6 @@ def _describe(exc: BaseException | None) -> str:
         return "timed out"
     if isinstance(exc, requests.ConnectionError):
         return "connection failed"
-    return type(exc).__name__ + (f": {exc}" if exc is not None and not isinstance(exc, requests.RequestException) else "")
+    return type(exc).__name__ + (
+        f": {exc}" if exc is not None and not isinstance(exc, requests.RequestException) else ""
+    )

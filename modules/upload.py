@@ -37,7 +37,7 @@ import logging
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from typing import Any, ClassVar
 
 import requests
@@ -65,7 +65,7 @@ class SourceState:
 
 def iso_ms(epoch: float) -> str:
     """``epoch`` as ISO 8601 UTC with milliseconds and a ``Z`` suffix."""
-    return datetime.fromtimestamp(epoch, timezone.utc).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+    return datetime.fromtimestamp(epoch, UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
 class Upload(Module):
@@ -147,7 +147,11 @@ class Upload(Module):
                 self._warned_no_client = True
                 self.logger.warning("no uuApp configured; stored entries are kept, not uploaded")
             return
-        due = [s for s in self.sources() if self.state.setdefault(s, SourceState()).next_attempt <= time.monotonic()]
+        due = [
+            s
+            for s in self.sources()
+            if self.state.setdefault(s, SourceState()).next_attempt <= time.monotonic()
+        ]
         while due and self._running():
             due = [source for source in due if self.send_batch(source)]
 
@@ -191,7 +195,9 @@ class Upload(Module):
         if problem is None and len(accepted) == len(batch):
             self._succeeded(source, state)
             return True
-        self._failed(source, state, problem or f"{len(batch) - len(accepted)} of {len(batch)} entries not accepted")
+        self._failed(
+            source, state, problem or f"{len(batch) - len(accepted)} of {len(batch)} entries not accepted"
+        )
         return False
 
     def _post_binary(

@@ -55,6 +55,11 @@ class Record:
     peer: tuple[str, int] = ("", 0)
     at: float = field(default_factory=time.monotonic)
 
+    @property
+    def processed(self) -> bool:
+        """Whether the server acted on the request (even if the client never saw the answer)."""
+        return self.fault in (None, "slow", "lost", "malformed")
+
 
 class _Server(ThreadingHTTPServer):
     daemon_threads = False

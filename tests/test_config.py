@@ -31,8 +31,16 @@ MALFORMED: list[tuple[Any, str, str]] = [
     ({"gateway": {"moduleTimers": {"m": {}}}}, "gateway.moduleTimers.m", "timerId"),
     ({"gateway": {"moduleBackupStorage": {"m": 5}}}, "gateway.moduleBackupStorage.m", "file path"),
     ({"gateway": {"moduleBackupStorage": {"m": {"limit": 5}}}}, "gateway.moduleBackupStorage.m", "'path'"),
-    ({"gateway": {"moduleBackupStorage": {"m": {"path": "a", "limit": -1}}}}, "gateway.moduleBackupStorage.m.limit", ">= 0"),
-    ({"gateway": {"moduleBackupStorage": {"m": {"path": "a", "lmit": 1}}}}, "gateway.moduleBackupStorage.m.lmit", '"limit"'),
+    (
+        {"gateway": {"moduleBackupStorage": {"m": {"path": "a", "limit": -1}}}},
+        "gateway.moduleBackupStorage.m.limit",
+        ">= 0",
+    ),
+    (
+        {"gateway": {"moduleBackupStorage": {"m": {"path": "a", "lmit": 1}}}},
+        "gateway.moduleBackupStorage.m.lmit",
+        '"limit"',
+    ),
     ({"gateway": {"moduleBackupStorage": {"m": ""}}}, "gateway.moduleBackupStorage.m", "file path"),
     ({"gateway": {"storageDir": ""}}, "gateway.storageDir", "directory"),
     ({"gateway": {"stopTimeout": 0}}, "gateway.stopTimeout", "> 0"),

@@ -127,7 +127,10 @@ def test_multi_timer_module() -> None:
     with Gateway(config, lambda c, u: SendReceive(c["gateway"])) as gateway:
         wait_for(lambda: seen["fast"] >= 5)
         assert seen["slow"] == 1
-        assert {t.name: t.period for t in gateway.timers.values()} == {"sendReceive.fast": 0.005, "sendReceive.slow": 3600}
+        assert {t.name: t.period for t in gateway.timers.values()} == {
+            "sendReceive.fast": 0.005,
+            "sendReceive.slow": 3600,
+        }
 
 
 def test_timer_defaults_fill_missing_periods() -> None:
@@ -148,7 +151,7 @@ def test_tick_without_period_is_a_load_error() -> None:
         def read(self) -> None:
             pass
 
-    with pytest.raises(ConfigError, match=r"gateway\.moduleTimers\.noPeriod\.read: .*no period"):
+    with pytest.raises(ConfigError, match=r"gateway\.moduleTimers\.noPeriod: .*\(.tick., .read.\) but no period"):
         Gateway({"gateway": {"noPeriod": {}}}, lambda c, u: NoPeriod(c["gateway"]))
 
 
@@ -171,7 +174,7 @@ def test_constructor_failure_names_the_module() -> None:
     def init(config: Any, uuclient: Any) -> Module:
         raise OSError("no such device")
 
-    with pytest.raises(ModuleLoadError, match="module_init.*no such device"):
+    with pytest.raises(ModuleLoadError, match=r"module_init.*no such device"):
         Gateway({}, init)
 
 

@@ -579,3 +579,48 @@ def test_server_unavailable_when_refused_is_not_backed_off() -> None:
             pass
         assert not info.value.timed_out
     assert not server.in_backoff() and server.failures == 2
+
+
+def test_gateway_stop_interrupts_a_conversion_wait(
+    fake_owserver: Callable[..., FakeOwserver], tmp_path: Path
+) -> None:
+    dev = "28.000000000001"
+    files: dict[str, bytes | int] = {
+        "/bus.0/simultaneous/temperature": b"0",
+        f"/bus.0/{dev}/temperature": b"  20.0",
+        f"/bus.0/{dev}/type": b"DS18B20",
+    }
+    dirs = {"/": ["/bus.0/"], "/uncached/bus.0/": [f"/uncached/bus.0/{dev}/"]}
+    fake = fake_owserver(tree_handler(files, dirs))
+    config = {
+        "gateway": {
+            "storageDir": str(tmp_path / "storage"),
+            "moduleTimers": {"onewire": {"scan": 60, "read": 60}},
+            "onewire": {"servers": [{"host": "127.0.0.1", "port": fake.port}], "conversionDelay": 10},
+        }
+    }
+    gateway = Gateway(config, lambda cfg, uu: OneWire(cfg["gateway"], uu))
+    gateway.start()
+    try:
+        wait_for(lambda: (MSG_WRITE, "/bus.0/simultaneous/temperature") in fake.requests)
+    finally:
+        stopper = threading.Thread(target=gateway.stop)
+        stopper.start()
+        stopper.join(5)  # the conversion wait is 10 s: stop must not wait for it
+        alive = stopper.is_alive()
+        stopper.join()
+    assert not alive
+
+
+def test_update_switches_servers_and_keeps_inventory(
+    owserver_factory: Callable[..., Owserver], tmp_path: Path, modules: Any
+) -> None:
+    first = owserver_factory(["--tester=28.00000000AF00"])
+    second = owserver_factory(["--tester=10.00000000B400"])
+    module = modules(tmp_path, first.address)
+    assert [r.value for r in module.read_cycle().readings] == [21.5]
+    section = {"servers": [{"host": "127.0.0.1", "port": second.port}], "conversionDelay": 0.0}
+    module._config = {**module._config, "onewire": section}
+    module.on_update()
+    assert [r.value for r in module.read_cycle().readings] == [19.6]
+    assert {d.id for d in module.inventory.devices()} == {"28.00000000AF00", "10.00000000B400"}

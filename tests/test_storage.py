@@ -156,7 +156,7 @@ def test_uuniot_json_backup_is_imported_once(tmp_path: Path) -> None:
     assert json.loads((tmp_path / "backup" / "customModule.json.uun-iot.json").read_text()) == original
     s = Storage("customModule", path)
     try:
-        assert s.data == original + [{"temp": 23.0}]
+        assert s.data == [*original, {"temp": 23.0}]
     finally:
         s.close()
     assert not list(path.parent.glob("*.importing"))

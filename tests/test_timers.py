@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import math
 import threading
 import time
@@ -78,7 +79,7 @@ def test_overrun_is_coalesced_never_back_to_back(caplog: pytest.LogCaptureFixtur
     finally:
         timer.stop()
     assert timer.skipped >= 4
-    gaps = [b - a for a, b in zip(starts, starts[1:])]
+    gaps = [b - a for a, b in itertools.pairwise(starts)]
     assert min(gaps) >= period * 0.9, f"runs came back to back: {gaps}"
     # the schedule stays on its grid: every start is near a multiple of the period from the first
     offsets = [(s - starts[0]) / period for s in starts]

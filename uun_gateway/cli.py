@@ -10,7 +10,7 @@ import signal
 import sys
 import threading
 from collections.abc import Sequence
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -107,7 +107,7 @@ def cmd_storage(args: argparse.Namespace) -> int:
         entries = storage.oldest(args.show)
         print(f"{path}: {len(storage)} entries (store uid {storage.uid})")
         for entry in entries:
-            when = datetime.fromtimestamp(entry.created, timezone.utc).isoformat(timespec="seconds")
+            when = datetime.fromtimestamp(entry.created, UTC).isoformat(timespec="seconds")
             data = f"<{len(entry.data)} bytes>" if isinstance(entry.data, bytes) else json.dumps(entry.data)
             print(f"  #{entry.id}  {when}  {data[:200]}")
         if storage.quarantined:
@@ -126,7 +126,11 @@ def build_parser() -> argparse.ArgumentParser:
     run = sub.add_parser("run", help="run the gateway in the foreground until SIGTERM/SIGINT")
     run.add_argument("-c", "--config", required=True, help="the JSON config file")
     run.add_argument(
-        "--log-level", default="INFO", choices=["DEBUG", "INFO", "WARNING", "ERROR"], type=str.upper, help="default INFO"
+        "--log-level",
+        default="INFO",
+        choices=["DEBUG", "INFO", "WARNING", "ERROR"],
+        type=str.upper,
+        help="default INFO",
     )
     run.set_defaults(func=cmd_run)
 

@@ -11,7 +11,7 @@ import time
 from collections.abc import Callable, Iterable, Mapping
 from contextlib import AbstractContextManager
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 from types import FrameType, TracebackType
 from typing import Any
@@ -105,7 +105,10 @@ class Gateway(AbstractContextManager["Gateway"]):
         plugin_classes = {mid: load_module_class(mid) for mid in configured_module_ids(self.config) if mid in installed}
         self._modules: list[_LoadedModule] = []
         self._known_ids = set(installed)
-        errors = validate(self.config, compose_schema({m: getattr(c, "config_schema", None) for m, c in plugin_classes.items()}, UUAPP_SCHEMA))
+        errors = validate(
+            self.config,
+            compose_schema({m: getattr(c, "config_schema", None) for m, c in plugin_classes.items()}, UUAPP_SCHEMA),
+        )
         if errors and module_init is None:
             errors += self._unknown_id_errors(self.config, set(plugin_classes))
         self._raise(errors)
@@ -179,7 +182,9 @@ class Gateway(AbstractContextManager["Gateway"]):
         for mid in configured_module_ids(config):
             if mid not in loaded:
                 where = "moduleTimers." if isinstance(timers, Mapping) and mid in timers else ""
-                hint = suggest(mid, known - {mid}) or (" (installed, but loading a module needs a restart)" if mid in known else "")
+                hint = suggest(mid, known - {mid}) or (
+                    " (installed, but loading a module needs a restart)" if mid in known else ""
+                )
                 errors.append(f"gateway.{where}{mid}: no module has the id {mid!r}{hint}")
         storages = gateway.get("moduleBackupStorage", {})
         for mid in storages if isinstance(storages, Mapping) else ():
@@ -196,42 +201,40 @@ class Gateway(AbstractContextManager["Gateway"]):
         return errors
 
     @staticmethod
-    def _timer_errors(loaded: _LoadedModule, setting: Any) -> list[str]:
+    def _periods(setting: Any) -> dict[str | None, Any]:
+        """``gateway.moduleTimers.<id>`` as {timer id (None for a plain tick): period}."""
+        if isinstance(setting, Mapping):
+            return dict(setting)
+        return {} if setting is None else {None: setting}
+
+    @classmethod
+    def _timer_errors(cls, loaded: _LoadedModule, setting: Any) -> list[str]:
+        """Tick handlers without a period, periods without a handler, duplicate tick handlers."""
         mid, where = loaded.id, f"gateway.moduleTimers.{loaded.id}"
         defaults = getattr(loaded.module, "timer_defaults", {}) or {}
         tick_ids = [h.timer_id for h in loaded.of("tick")]
-        named = {t for t in tick_ids if t is not None}
-        errors = [f"{where}: module {mid!r} has two @on('tick', {t!r}) handlers" for t in set(tick_ids) if tick_ids.count(t) > 1]
-        is_object = isinstance(setting, Mapping)
-        if setting is not None and not is_object and None not in tick_ids:
-            expected = f"an object {{timerId: seconds}} for its timers {sorted(named)}" if named else "no entry"
-            errors.append(f"{where}: module {mid!r} has no plain @on('tick') handler; expected {expected}")
+        periods = cls._periods(setting)
+        errors = [
+            f"{where}: module {mid!r} has two {_tick(t)} handlers" for t in set(tick_ids) if tick_ids.count(t) > 1
+        ]
         for timer_id in dict.fromkeys(tick_ids):
-            if timer_id is None:
-                configured = None if is_object else setting
-            else:
-                configured = setting.get(timer_id) if is_object else None
-            if configured is None and timer_id not in defaults:
-                if timer_id is None and is_object:
-                    errors.append(f"{where}: module {mid!r} has a plain @on('tick') handler; expected a period in seconds, got an object")
-                elif timer_id is None:
-                    errors.append(f"{where}: module {mid!r} has @on('tick') but no period is configured; expected a period in seconds")
-                elif is_object or setting is None:
-                    errors.append(f"{where}.{timer_id}: module {mid!r} has @on('tick', {timer_id!r}) but no period is configured; expected {{\"{timer_id}\": seconds}}")
-        for timer_id in setting if is_object else ():
-            if timer_id not in named:
-                errors.append(f"{where}.{timer_id}: module {mid!r} has no @on('tick', {timer_id!r}) handler{suggest(timer_id, named)}")
+            if timer_id not in periods and timer_id not in defaults:
+                expected = "a period in seconds" if timer_id is None else f'{{"{timer_id}": seconds}}'
+                errors.append(f"{where}: module {mid!r} has {_tick(timer_id)} but no period; expected {expected}")
+        named = [t for t in tick_ids if t is not None]
+        for timer_id in periods:
+            if timer_id not in tick_ids:
+                at = where if timer_id is None else f"{where}.{timer_id}"
+                hint = suggest(timer_id, named) if timer_id else ""
+                errors.append(f"{at}: module {mid!r} has no {_tick(timer_id)} handler{hint}")
         return errors
 
-    @staticmethod
-    def _period(loaded: _LoadedModule, timer_id: str | None, setting: Any) -> float:
-        if isinstance(setting, Mapping):
-            value = setting.get(timer_id) if timer_id else None
-        else:
-            value = setting if timer_id is None else None
-        if value is None:
-            value = (getattr(loaded.module, "timer_defaults", {}) or {})[timer_id]
-        return float(value)
+    @classmethod
+    def _period(cls, loaded: _LoadedModule, timer_id: str | None, setting: Any) -> float:
+        periods = cls._periods(setting)
+        if timer_id in periods:
+            return float(periods[timer_id])
+        return float(loaded.module.timer_defaults[timer_id])
 
     def _build_timers(self, config: Mapping[str, Any]) -> dict[tuple[str, str | None], RepeatTimer]:
         timers: dict[tuple[str, str | None], RepeatTimer] = {}
@@ -267,11 +270,15 @@ class Gateway(AbstractContextManager["Gateway"]):
     def _run_in_threads(self, calls: Iterable[tuple[_LoadedModule, Handler]], deadline: float) -> None:
         """Run each handler in a thread of its own, one after another, each until ``deadline``."""
         for loaded, handler in calls:
-            thread = threading.Thread(target=self._call, args=(loaded, handler), name=f"{handler.event}:{handler.name}", daemon=True)
+            thread = threading.Thread(
+                target=self._call, args=(loaded, handler), name=f"{handler.event}:{handler.name}", daemon=True
+            )
             thread.start()
             thread.join(max(0.0, deadline - time.monotonic()))
             if thread.is_alive():
-                logger.error("module %s: %s handler %s did not return in time; abandoned", loaded.id, handler.event, handler.name)
+                logger.error(
+                    "module %s: %s handler %s did not return in time; abandoned", loaded.id, handler.event, handler.name
+                )
 
     def start(self) -> None:
         """Run the start handlers (each in its own thread), then start the timers. Idempotent."""
@@ -286,7 +293,9 @@ class Gateway(AbstractContextManager["Gateway"]):
                 for handler in loaded.of("start"):
                     began = threading.Event()
 
-                    def run(loaded: _LoadedModule = loaded, handler: Handler = handler, began: threading.Event = began) -> None:
+                    def run(
+                        loaded: _LoadedModule = loaded, handler: Handler = handler, began: threading.Event = began
+                    ) -> None:
                         began.set()
                         self._call(loaded, handler, evs)
 
@@ -448,7 +457,11 @@ class Gateway(AbstractContextManager["Gateway"]):
         return "; ".join(failures) or None
 
 
+def _tick(timer_id: str | None) -> str:
+    return "@on('tick')" if timer_id is None else f"@on('tick', {timer_id!r})"
+
+
 def _iso(epoch: float | None) -> str | None:
     if epoch is None:
         return None
-    return datetime.fromtimestamp(epoch, timezone.utc).isoformat(timespec="seconds").replace("+00:00", "Z")
+    return datetime.fromtimestamp(epoch, UTC).isoformat(timespec="seconds").replace("+00:00", "Z")

@@ -182,7 +182,9 @@ class Module:
             rejected = _match_failed(batch, list(failed))
             storage.ack(entry.id for n, entry in enumerate(entries) if n not in rejected)
             if rejected:
-                logger.warning("module %s: %d of %d entries were not accepted; kept", self.id, len(rejected), len(batch))
+                logger.warning(
+                    "module %s: %d of %d entries were not accepted; kept", self.id, len(rejected), len(batch)
+                )
                 self.stats.record_send(False, f"{len(rejected)} entries not accepted")
                 return False
             self.stats.record_send(True)

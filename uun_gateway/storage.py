@@ -199,7 +199,9 @@ class Storage:
                         cur = db.execute("INSERT INTO entries (created, kind, payload) VALUES (?, ?, ?)", row)
                         ids.append(int(cur.lastrowid or 0))
                     else:
-                        db.execute("INSERT INTO entries (id, created, kind, payload) VALUES (?, ?, ?, ?)", (first_id + n, *row))
+                        db.execute(
+                            "INSERT INTO entries (id, created, kind, payload) VALUES (?, ?, ?, ?)", (first_id + n, *row)
+                        )
                         ids.append(first_id + n)
                 self._count += len(rows)
                 self._trim_locked(oldest_first=first_id is None)
@@ -286,9 +288,11 @@ class Storage:
     def oldest(self, limit: int) -> list[Entry]:
         """Return up to ``limit`` of the oldest entries, oldest first, without removing them."""
         with self.write_lock:
-            rows = self._conn().execute(
-                "SELECT id, created, kind, payload FROM entries ORDER BY id LIMIT ?", (limit,)
-            ).fetchall()
+            rows = (
+                self._conn()
+                .execute("SELECT id, created, kind, payload FROM entries ORDER BY id LIMIT ?", (limit,))
+                .fetchall()
+            )
         return [_decode(row) for row in rows]
 
     def ack(self, ids: Iterable[int]) -> int:

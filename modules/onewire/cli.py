@@ -49,7 +49,7 @@ def run_scan(args: argparse.Namespace, out: TextIO | None = None, err: TextIO | 
     err = err or sys.stderr
     status = 0
     for address in args.server or [ServerAddress()]:
-        server = OwServer(address, persistent=True)
+        server = OwServer(address, persistent=True, log_transitions=False)
         try:
             with server.session() as session:
                 result = scan(session)

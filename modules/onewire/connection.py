@@ -101,7 +101,8 @@ class OwServer:
     """State and access for one owserver. Thread-safe; cheap to create (no network I/O).
 
     ``connected`` is None until the first attempt, then True/False. Each change of state is logged
-    once and reported to ``on_state(server, connected, reason)`` (called without internal locks
+    once (at DEBUG only with ``log_transitions=False``) and reported to
+    ``on_state(server, connected, reason)`` (called without internal locks
     held, from the thread that noticed the change).
 
     Backoff: a refused connection costs nothing, so the next cycle simply tries again; a timeout
@@ -118,12 +119,14 @@ class OwServer:
         backoff_max: float = 30.0,
         on_state: StateListener | None = None,
         monotonic: Callable[[], float] = time.monotonic,
+        log_transitions: bool = True,
     ) -> None:
         self.address = address
         self.persistent = persistent
         self.backoff_initial = backoff_initial
         self.backoff_max = backoff_max
         self._on_state = on_state
+        self._log_level = logging.WARNING if log_transitions else logging.DEBUG
         self._monotonic = monotonic
         self._lock = threading.Lock()
         self._base: Any = None  # pyownet non-persistent proxy; needs a live server to create
@@ -155,7 +158,7 @@ class OwServer:
             self._timeouts = 0
             self._retry_at = 0.0
         if changed:
-            log.info("owserver %s connected", self.address)
+            log.log(min(logging.INFO, self._log_level), "owserver %s connected", self.address)
             self._notify(True, "connected")
 
     def mark_down(self, reason: str, timed_out: bool = False) -> None:
@@ -172,8 +175,11 @@ class OwServer:
                 self._timeouts = 0
                 self._retry_at = 0.0
         if changed:
-            log.warning(
-                "owserver %s unavailable: %s; retrying every cycle with backoff", self.address, reason
+            log.log(
+                self._log_level,
+                "owserver %s unavailable: %s; retrying every cycle with backoff",
+                self.address,
+                reason,
             )
             self._notify(False, reason)
         else:

@@ -25,6 +25,8 @@ from uun_gateway.config import validate
 from .connection import OwnetError, OwServer, OwSession, ServerAddress, ServerUnavailable
 from .families import properties_for
 from .inventory import (
+    DeviceLocated,
+    DeviceMoved,
     DeviceNotFound,
     DeviceValue,
     Event,
@@ -190,10 +192,14 @@ class OneWire(Module):
             )
         events = self.inventory.apply_scan(str(server.address), result)
         for event in events:
+            dev = getattr(event, "device", None)
+            label = f"{dev.id} ({dev.type or 'unknown type'})" if dev is not None else ""
             if isinstance(event, DeviceNotFound):
-                log.warning("1-wire device %s not found (last seen at %s)", event.device.id, event.last)
-            else:
-                log.info("1-wire %s", event)
+                log.warning("1-wire device %s not found (last seen at %s)", label, event.last)
+            elif isinstance(event, DeviceLocated):
+                log.info("1-wire device %s found at %s", label, event.location)
+            elif isinstance(event, DeviceMoved):
+                log.info("1-wire device %s moved from %s to %s", label, event.old, event.new)
         self.events.emit(events)
         return result
 

@@ -224,7 +224,7 @@ class ShadowConnection:
             return self._signer(headers, fresh)
         except Exception as exc:
             # paho's loop retries only OSError; anything else would end its thread silently.
-            log.warning("%s: cannot sign the websocket upgrade: %s", self.client_id, exc)
+            log.warning("%s: cannot sign the websocket upgrade: %s", self.client_id, str(exc))
             if isinstance(exc, OSError):
                 raise
             raise OSError(f"signing the websocket upgrade failed: {exc}") from exc

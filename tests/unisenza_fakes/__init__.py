@@ -26,7 +26,6 @@ from pathlib import Path
 from typing import Any
 
 import requests
-
 from uun_gateway.modules.unisenza import Endpoints
 
 MOSQUITTO = shutil.which("mosquitto") or "/usr/sbin/mosquitto"
@@ -58,7 +57,7 @@ def wait_port(port: int, timeout: float = 10.0) -> None:
 
 
 @dataclass(frozen=True)
-class TestCA:
+class CertFiles:
     """Paths of the CA bundle and the server certificate/key it signed."""
 
     ca_file: str
@@ -66,7 +65,7 @@ class TestCA:
     key: str
 
 
-def make_test_ca(directory: Path) -> TestCA:
+def make_test_ca(directory: Path) -> CertFiles:
     """Create a throw-away CA and a server certificate for 127.0.0.1 in ``directory``."""
     d = Path(directory)
 
@@ -84,7 +83,7 @@ def make_test_ca(directory: Path) -> TestCA:
         "x509", "-req", "-in", "server.csr", "-CA", "ca.pem", "-CAkey", "ca.key", "-CAcreateserial",
         "-out", "server.pem", "-days", "2", "-extfile", "ext.cnf",
     )  # fmt: skip
-    return TestCA(str(d / "ca.pem"), str(d / "server.pem"), str(d / "server.key"))
+    return CertFiles(str(d / "ca.pem"), str(d / "server.pem"), str(d / "server.key"))
 
 
 class Broker:
@@ -177,7 +176,7 @@ def default_gateways() -> list[dict[str, Any]]:
 class FakeCloud:
     """The fake cloud child process (see ``cloud.py``)."""
 
-    def __init__(self, ca: TestCA, broker: Broker, workdir: Path, **settings: Any) -> None:
+    def __init__(self, ca: CertFiles, broker: Broker, workdir: Path, **settings: Any) -> None:
         self.ca = ca
         self.broker = broker
         self.workdir = Path(workdir)
@@ -260,7 +259,7 @@ class FakeCloud:
 class CloudEnv:
     """Broker + fake cloud, started together; ``close()`` stops both."""
 
-    def __init__(self, ca: TestCA, workdir: Path, **settings: Any) -> None:
+    def __init__(self, ca: CertFiles, workdir: Path, **settings: Any) -> None:
         self.broker = Broker()
         self.broker.start()
         try:

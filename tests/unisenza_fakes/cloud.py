@@ -40,7 +40,6 @@ from urllib.parse import parse_qs, urlsplit
 
 import paho.mqtt.client as mqtt
 from paho.mqtt.enums import CallbackAPIVersion
-
 from uun_gateway.modules.unisenza import sigv4, srp
 
 log = logging.getLogger("fake-cloud")
@@ -310,7 +309,7 @@ class Handler(BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"
     server: CloudHTTPServer
 
-    def log_message(self, format: str, *args: Any) -> None:  # noqa: A002
+    def log_message(self, format: str, *args: Any) -> None:
         log.debug("http: " + format, *args)
 
     def _send(self, status: int, body: Any, content_type: str = "application/json") -> None:
@@ -325,7 +324,7 @@ class Handler(BaseHTTPRequestHandler):
         length = int(self.headers.get("Content-Length") or 0)
         return json.loads(self.rfile.read(length) or b"{}")
 
-    def do_POST(self) -> None:  # noqa: N802
+    def do_POST(self) -> None:
         state = self.server.state
         path = urlsplit(self.path).path
         if path.startswith("/_fake/"):
@@ -341,7 +340,7 @@ class Handler(BaseHTTPRequestHandler):
         except CognitoFault as fault:
             self._send(fault.status, {"__type": fault.error_type, "message": str(fault)})
 
-    def do_GET(self) -> None:  # noqa: N802
+    def do_GET(self) -> None:
         state = self.server.state
         parts = urlsplit(self.path)
         user = state.user_of_id_token(self.headers.get("x-auth-token"))

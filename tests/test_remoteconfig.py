@@ -1,0 +1,143 @@
+"""Remote configuration (module id ``config``) against the fake uuApp on 127.0.0.1: a config that
+fails validation changes nothing, a valid one is applied and persisted, one whose application fails
+is rolled back; the error shows in the heartbeat."""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import pytest
+from uun_gateway.modules.heartbeat import Heartbeat
+from uun_gateway.modules.remoteconfig import RemoteConfig
+
+from tests.conftest import wait_for
+from tests.fake_uuapp import FakeUuApp
+from tests.uuapp_modules import Sensor, gateway_config
+from uun_gateway import Gateway
+
+pytest_plugins = ["tests.uuapp_fixtures"]
+
+GET_CONFIG = "gateway/getConfiguration"
+
+
+def write_config(fake: FakeUuApp, tmp_path: Path, **gateway: Any) -> tuple[Path, dict[str, Any]]:
+    config = gateway_config(
+        fake, tmp_path, moduleTimers={"sensor": 3600, "config": 3600, "heartbeat": 3600}, **gateway
+    )
+    path = tmp_path / "config.json"
+    path.write_text(json.dumps(config))
+    path.chmod(0o600)
+    return path, config
+
+
+@contextmanager
+def gateway_at(path: Path) -> Iterator[tuple[Gateway, Sensor, RemoteConfig, Heartbeat]]:
+    gateway = Gateway(
+        path,
+        lambda c, u: [Sensor(c["gateway"], u), RemoteConfig(c["gateway"], u), Heartbeat(c["gateway"], u)],
+    )
+    try:
+        yield gateway, *gateway.modules
+    finally:
+        gateway.stop()
+        gateway.modules[0].close_storage()
+        if gateway.uuapp_client is not None:
+            gateway.uuapp_client.close()
+
+
+def test_valid_remote_config_is_applied_and_persisted(fake: FakeUuApp, tmp_path: Path) -> None:
+    path, config = write_config(fake, tmp_path)
+    remote = {**config["gateway"], "moduleTimers": {"sensor": 0.02, "config": 3600, "heartbeat": 3600}}
+    fake.gateway_config = remote
+    with gateway_at(path) as (gateway, sensor, rc, _):
+        gateway.start()
+        rc.update()
+        assert rc.applied == 1 and rc.last_error is None
+        assert gateway.config["gateway"] == remote
+        assert sensor._config == remote and sensor.updates == 1
+        assert gateway.timers[("sensor", None)].period == 0.02
+        sensor.producing.set()
+        wait_for(lambda: len(sensor.appended) >= 3)  # the new period is in effect
+        rc.update()
+        assert rc.applied == 1 and sensor.updates == 1  # unchanged config: nothing to do
+    saved = json.loads(path.read_text())
+    assert saved["gateway"] == remote
+    assert saved["uuThing"] == config["uuThing"]  # the local secrets are kept
+    assert path.stat().st_mode & 0o777 == 0o600
+
+
+def test_invalid_remote_config_changes_nothing_and_is_reported(
+    fake: FakeUuApp, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    path, config = write_config(fake, tmp_path)
+    original = path.read_text()
+    fake.gateway_config = {**config["gateway"], "moduleTimers": {"sensor": "fast"}}
+    with caplog.at_level(logging.ERROR), gateway_at(path) as (gateway, sensor, rc, heartbeat):
+        rc.update()
+        rc.update()
+        assert gateway.config == config
+        assert sensor._config == config["gateway"] and sensor.updates == 0
+        assert rc.last_error is not None and "gateway.moduleTimers.sensor" in rc.last_error
+        heartbeat.beat()
+        fake.gateway_config = {
+            **config["gateway"],
+            "moduleTimers": {"sensor": 60, "config": 3600, "heartbeat": 3600},
+        }
+        rc.update()
+        assert rc.last_error is None and gateway.config_error is None
+        heartbeat.beat()
+    assert sum("remote config rejected" in r.getMessage() for r in caplog.records) == 1
+    assert len(fake.for_cmd(GET_CONFIG)) == 3
+    beats = [r.dto for r in fake.for_cmd("gateway/heartbeat")]
+    assert "gateway.moduleTimers.sensor" in beats[0]["configError"]
+    assert beats[1]["configError"] is None
+    assert path.read_text() != original
+
+
+def test_remote_config_whose_application_fails_is_rolled_back(fake: FakeUuApp, tmp_path: Path) -> None:
+    path, config = write_config(fake, tmp_path)
+    original = path.read_text()
+    fake.gateway_config = {
+        **config["gateway"],
+        "moduleTimers": {"sensor": 0.5, "config": 3600, "heartbeat": 3600},
+        "sensor": {"failUpdate": True},
+    }
+    with gateway_at(path) as (gateway, sensor, rc, heartbeat):
+        rc.update()
+        assert gateway.config == config
+        assert sensor._config == config["gateway"]
+        assert gateway.timers[("sensor", None)].period == 3600
+        assert sensor.updates == 2  # the failed update, then the rollback
+        assert rc.last_error is not None and "rolled back" in rc.last_error
+        heartbeat.beat()
+    assert path.read_text() == original
+    assert "Sensor.updated failed" in fake.for_cmd("gateway/heartbeat")[0].dto["configError"]
+
+
+def test_fetch_failures_keep_the_config_and_log_once(
+    fake: FakeUuApp, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    path, config = write_config(fake, tmp_path)
+    fake.gateway_config = {**config["gateway"], "storageDir": str(tmp_path / "elsewhere")}
+    with caplog.at_level(logging.WARNING), gateway_at(path) as (gateway, _, rc, _heartbeat):
+        for kind in ("5xx", "malformed", "reset"):
+            fake.fault(kind, GET_CONFIG)
+            rc.update()
+            assert gateway.config == config and rc.last_error is not None
+        rc.update()
+        assert rc.last_error is None and gateway.config["gateway"]["storageDir"].endswith("elsewhere")
+    assert sum("cannot fetch the remote config" in r.getMessage() for r in caplog.records) == 1
+
+
+def test_nondecremental_update_merges(fake: FakeUuApp, tmp_path: Path) -> None:
+    path, config = write_config(fake, tmp_path, nondecrementalUpdate=True)
+    fake.gateway_config = {"sensor": {"unit": "C"}}
+    with gateway_at(path) as (gateway, sensor, rc, _):
+        rc.update()
+        assert gateway.config["gateway"] == {**config["gateway"], "sensor": {"unit": "C"}}
+        assert sensor._c("unit") == "C"
