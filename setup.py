@@ -40,6 +40,7 @@ setup(
             "mypy>=1.8",
             "ruff>=0.4",
             "types-requests",
+            "types-jsonschema",
         ],
     },
     entry_points={

@@ -68,24 +68,22 @@ def start_owserver(sensors: int) -> tuple[subprocess.Popen[bytes], int]:
     raise SystemExit("owserver did not start")
 
 
-def measure(port: int, persistent: bool, cycles: int) -> tuple[list[float], int, float]:
-    """Returns (wall seconds per cycle, round trips per cycle, per-read latency estimate)."""
+def setup(port: int, persistent: bool) -> tuple[OwServer, list[ReadTarget], Reader]:
     server = OwServer(ServerAddress("127.0.0.1", port), persistent=persistent)
     with server.session() as session:
         found = scan(session)
     targets = [ReadTarget(d.id, None, d.bus_path, properties_for(d.family)) for d in found.devices.values()]
-    reader = Reader(simultaneous=True, conversion_delay=0.0)
-    times: list[float] = []
-    trips = 0
-    for _ in range(cycles):
-        start = time.perf_counter()
-        with server.session() as session:
-            result = reader.read([(session, targets)])
-        times.append(time.perf_counter() - start)
-        trips = result.round_trips
-        assert len(result.readings) == len(targets), result.errors
-    per_read = statistics.median(times) / max(trips, 1)
-    return times, trips, per_read
+    return server, targets, Reader(simultaneous=True, conversion_delay=0.0)
+
+
+def one_cycle(server: OwServer, targets: list[ReadTarget], reader: Reader) -> tuple[float, int]:
+    """Wall seconds and owserver round trips of one read cycle."""
+    start = time.perf_counter()
+    with server.session() as session:
+        result = reader.read([(session, targets)])
+    elapsed = time.perf_counter() - start
+    assert len(result.readings) == len(targets), result.errors
+    return elapsed, result.round_trips
 
 
 def main() -> int:
@@ -98,18 +96,26 @@ def main() -> int:
     proc, port = start_owserver(args.sensors)
     try:
         print(f"owserver --tester with {args.sensors} DS18B20 on 127.0.0.1:{port}; {args.cycles} cycles each")
-        print(
-            f"{'connection':<26} {'round trips':>11} {'TCP connects':>12} {'median ms':>10} {'p90 ms':>8} {'max ms':>8}"
-        )
+        head = ("connection", "round trips", "TCP connects", "min ms", "median ms", "p90 ms")
+        print(f"{head[0]:<26} {head[1]:>11} {head[2]:>12} {head[3]:>8} {head[4]:>10} {head[5]:>8}")
+        variants = {"persistent (1 per cycle)": True, "per request (new TCP)": False}
+        prepared = {label: setup(port, persistent) for label, persistent in variants.items()}
+        times: dict[str, list[float]] = {label: [] for label in variants}
+        trips: dict[str, int] = {}
+        # interleaved, so both variants see the same background load
+        for _ in range(args.cycles):
+            for label in variants:
+                elapsed, trips[label] = one_cycle(*prepared[label])
+                times[label].append(elapsed)
         per_read = {}
-        for label, persistent in (("persistent (1 per cycle)", True), ("per request (new TCP)", False)):
-            times, trips, per_read[label] = measure(port, persistent, args.cycles)
-            ordered = sorted(times)
-            connects = 1 if persistent else trips
-            median, p90, worst = statistics.median(times), ordered[int(len(ordered) * 0.9)], ordered[-1]
-            print(
-                f"{label:<26} {trips:>11} {connects:>12} {median * 1e3:>10.2f} {p90 * 1e3:>8.2f} {worst * 1e3:>8.2f}"
-            )
+        for label, persistent in variants.items():
+            ordered = sorted(times[label])
+            median = statistics.median(ordered)
+            per_read[label] = median / max(trips[label], 1)
+            connects = 1 if persistent else trips[label]
+            p90 = ordered[int(len(ordered) * 0.9)]
+            ms = f"{ordered[0] * 1e3:>8.2f} {median * 1e3:>10.2f} {p90 * 1e3:>8.2f}"
+            print(f"{label:<26} {trips[label]:>11} {connects:>12} {ms}")
     finally:
         proc.terminate()
         try:
@@ -121,9 +127,8 @@ def main() -> int:
     print()
     print("Real DS18B20 on one bus, 12 bit (computed: conversion time is the datasheet's, not measured;")
     bus_low, bus_high = BUS_READ_LOW * 1e3, BUS_READ_HIGH * 1e3
-    print(
-        f"bus read per sensor estimated {bus_low:.0f}-{bus_high:.0f} ms; protocol per read {proto * 1e3:.3f} ms measured):"
-    )
+    print(f"bus read per sensor estimated {bus_low:.0f}-{bus_high:.0f} ms;", end=" ")
+    print(f"protocol per read {proto * 1e3:.3f} ms measured):")
     cols = ("individual conversions s", "simultaneous (750 ms) s", "simultaneous (1.2 s wait) s")
     print(f"{'N':>4} {cols[0]:>26} {cols[1]:>24} {cols[2]:>28}")
     for n in (1, 10, 20, 50, 100):

@@ -66,9 +66,7 @@ class RemoteConfig(Module):
         if self.uuclient is None or self.gateway is None or uucmd is None:
             if not self._warned:
                 self._warned = True
-                self.logger.warning(
-                    "remote configuration needs uuApp and uuApp.uuCmdList.gatewayGetConfiguration"
-                )
+                self.logger.warning("remote configuration needs uuApp and uuApp.uuCmdList.gatewayGetConfiguration")
             return
         fetched = self._fetch(uucmd)
         if fetched is None:

@@ -147,11 +147,7 @@ class Upload(Module):
                 self._warned_no_client = True
                 self.logger.warning("no uuApp configured; stored entries are kept, not uploaded")
             return
-        due = [
-            s
-            for s in self.sources()
-            if self.state.setdefault(s, SourceState()).next_attempt <= time.monotonic()
-        ]
+        due = [s for s in self.sources() if self.state.setdefault(s, SourceState()).next_attempt <= time.monotonic()]
         while due and self._running():
             due = [source for source in due if self.send_batch(source)]
 
@@ -195,9 +191,7 @@ class Upload(Module):
         if problem is None and len(accepted) == len(batch):
             self._succeeded(source, state)
             return True
-        self._failed(
-            source, state, problem or f"{len(batch) - len(accepted)} of {len(batch)} entries not accepted"
-        )
+        self._failed(source, state, problem or f"{len(batch) - len(accepted)} of {len(batch)} entries not accepted")
         return False
 
     def _post_binary(

@@ -22,6 +22,7 @@ port. Everything it received is in :attr:`FakeUuApp.records` (thread-safe; use
 from __future__ import annotations
 
 import base64
+import contextlib
 import email.parser
 import email.policy
 import email.utils
@@ -90,10 +91,8 @@ class _Server(ThreadingHTTPServer):
         with self.active_lock:
             conns = list(self.active)
         for conn in conns:
-            try:
+            with contextlib.suppress(OSError):
                 conn.shutdown(socket.SHUT_RDWR)
-            except OSError:
-                pass
 
 
 class _Handler(BaseHTTPRequestHandler):

@@ -26,9 +26,7 @@ GET_CONFIG = "gateway/getConfiguration"
 
 
 def write_config(fake: FakeUuApp, tmp_path: Path, **gateway: Any) -> tuple[Path, dict[str, Any]]:
-    config = gateway_config(
-        fake, tmp_path, moduleTimers={"sensor": 3600, "config": 3600, "heartbeat": 3600}, **gateway
-    )
+    config = gateway_config(fake, tmp_path, moduleTimers={"sensor": 3600, "config": 3600, "heartbeat": 3600}, **gateway)
     path = tmp_path / "config.json"
     path.write_text(json.dumps(config))
     path.chmod(0o600)

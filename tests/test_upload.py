@@ -237,9 +237,7 @@ def test_sigkill_during_uploads_loses_no_appended_reading(fake: FakeUuApp, tmp_p
         out = tmp_path / f"run{run}.out"
         before = len(fake.for_cmd(UPLOAD))
         with out.open("w") as stdout:
-            child = subprocess.Popen(
-                [sys.executable, "-c", CRASH_CHILD, json.dumps(config)], cwd=root, stdout=stdout
-            )
+            child = subprocess.Popen([sys.executable, "-c", CRASH_CHILD, json.dumps(config)], cwd=root, stdout=stdout)
             try:
                 wait_for(lambda: child.poll() is not None or len(fake.for_cmd(UPLOAD)) >= before + 2)  # noqa: B023
                 assert child.poll() is None, "the gateway process died"

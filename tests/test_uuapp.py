@@ -13,10 +13,10 @@ import time
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-import jsonschema  # type: ignore[import-untyped]
+import jsonschema
 import pytest
 import requests
-from requests_toolbelt.multipart.encoder import MultipartEncoder  # type: ignore[import-untyped]
+from requests_toolbelt.multipart.encoder import MultipartEncoder
 
 from tests.fake_uuapp import FakeUuApp
 from uun_gateway.errors import ConfigError
@@ -113,9 +113,7 @@ def test_schema_accepts_reference_config_and_rejects_bad_ones(fake: FakeUuApp) -
     cfg = fake.config("tok")
     jsonschema.validate(cfg, UUAPP_SCHEMA)
     jsonschema.validate({"gateway": {}}, UUAPP_SCHEMA)
-    jsonschema.validate(
-        {"uuApp": {"gateway": "uuapp.plus4u.net", "uuAppName": "a", "awid": "b"}}, UUAPP_SCHEMA
-    )
+    jsonschema.validate({"uuApp": {"gateway": "uuapp.plus4u.net", "uuAppName": "a", "awid": "b"}}, UUAPP_SCHEMA)
     bad = [
         {**cfg, "uuApp": {**cfg["uuApp"], "gateway": "ftp://x"}},
         {**cfg, "uuApp": {**cfg["uuApp"], "timeout": 0}},
@@ -167,9 +165,7 @@ def test_cached_token_reused_by_a_new_client(fake: FakeUuApp, tmp_path: Path) ->
     assert len(set(auth_headers(fake, UPLOAD))) == 1
 
 
-def test_token_refreshed_token_leeway_before_expiry(
-    fake: FakeUuApp, tmp_path: Path, token_clock: TokenClock
-) -> None:
+def test_token_refreshed_token_leeway_before_expiry(fake: FakeUuApp, tmp_path: Path, token_clock: TokenClock) -> None:
     fake.token_ttl = 3600
     with client_for(fake, tmp_path, token_leeway=60) as client:
         client.post(UPLOAD, {})
@@ -203,9 +199,7 @@ def test_server_clock_skew_does_not_shorten_or_stretch_the_token(
         assert client.refresh_token() is True
 
 
-def test_cache_written_before_a_wall_clock_step_back_is_not_stretched(
-    fake: FakeUuApp, tmp_path: Path
-) -> None:
+def test_cache_written_before_a_wall_clock_step_back_is_not_stretched(fake: FakeUuApp, tmp_path: Path) -> None:
     fake.token_ttl = 600
     with client_for(fake, tmp_path) as client:
         client.refresh_token()
@@ -290,7 +284,7 @@ def test_no_oidc_section_means_no_authorization_header(tmp_path: Path) -> None:
         assert [r.headers.get("authorization") for r in fake.for_cmd(UPLOAD)] == [None]
 
 
-# ---------------------------------------------------------------------- faults and the (response, exc) contract
+# ------------------------------------------------------------------ faults and the (response, exc) contract
 def test_http_error_returns_response_and_exception(fake: FakeUuApp, tmp_path: Path) -> None:
     fake.fault("5xx", UPLOAD)
     with client_for(fake, tmp_path) as client:

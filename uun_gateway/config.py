@@ -10,7 +10,7 @@ import os
 import tempfile
 from collections.abc import Iterable, Mapping
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import jsonschema
 
@@ -123,19 +123,22 @@ def _relevant(error: jsonschema.ValidationError) -> jsonschema.ValidationError:
 
 
 def _expected(error: jsonschema.ValidationError) -> str | None:
-    return error.schema.get("description") if isinstance(error.schema, dict) else None
+    return (
+        str(error.schema["description"]) if isinstance(error.schema, dict) and "description" in error.schema else None
+    )
 
 
 def _describe(outer: jsonschema.ValidationError) -> str:
     error = _relevant(outer)
     path = json_path(error.absolute_path)
     expected = _expected(error) or _expected(outer)
+    schema = error.schema if isinstance(error.schema, dict) else {}
     value = json.dumps(error.instance)
     if len(value) > 60:
         value = value[:57] + "..."
     if error.validator == "additionalProperties" and error.validator_value is False:
-        allowed = sorted(error.schema.get("properties", {}))
-        extra = sorted(set(error.instance) - set(allowed))
+        allowed = sorted(schema.get("properties", {}))
+        extra = sorted(set(cast(dict[str, Any], error.instance)) - set(allowed))
         return "; ".join(_unknown_key(path, key, allowed) for key in extra)
     if error.validator in ("oneOf", "anyOf") or expected is None:
         message = error.message if expected is None else f"{value} is not valid"

@@ -117,7 +117,7 @@ class Gateway(AbstractContextManager["Gateway"]):
         given = self._construct_user_modules(module_init)
         given_ids = {m.id for m in given}
         constructed = given + [
-            self._construct(mid, lambda cls=cls: cls(self.config["gateway"], self.uuapp_client))
+            self._construct(mid, cls, self.config["gateway"], self.uuapp_client)
             for mid, cls in plugin_classes.items()
             if mid not in given_ids
         ]
@@ -138,7 +138,7 @@ class Gateway(AbstractContextManager["Gateway"]):
     def _construct_user_modules(self, module_init: ModuleInit | None) -> list[Any]:
         if module_init is None:
             return []
-        result = self._construct("module_init", lambda: module_init(self.config, self.uuapp_client))
+        result = self._construct("module_init", module_init, self.config, self.uuapp_client)
         modules = list(result) if isinstance(result, (list, tuple)) else ([] if result is None else [result])
         seen: set[str] = set()
         for module in modules:
@@ -151,9 +151,9 @@ class Gateway(AbstractContextManager["Gateway"]):
         return modules
 
     @staticmethod
-    def _construct(name: str, factory: Callable[[], Any]) -> Any:
+    def _construct(name: str, factory: Callable[..., Any], *args: Any) -> Any:
         try:
-            return factory()
+            return factory(*args)
         except (ConfigError, ModuleLoadError):
             raise
         except Exception as exc:

@@ -34,7 +34,7 @@ from typing import Any, Self
 from urllib.parse import urlsplit
 
 import requests
-from requests_toolbelt.multipart.encoder import MultipartEncoder  # type: ignore[import-untyped]
+from requests_toolbelt.multipart.encoder import MultipartEncoder  # type: ignore[import-untyped,unused-ignore]
 
 from uun_gateway.errors import ConfigError, UunGatewayError
 from uun_gateway.version import __version__
@@ -243,9 +243,7 @@ class UuAppClient:
         self._oidc: dict[str, Any] | None = oidc
         self._thing: dict[str, Any] | None = thing
         if oidc is not None:
-            self._oidc_url = (
-                f"{self._oidc_base}/{oidc['uuAppName']}/{oidc['awid']}/{oidc['uuCmd'].lstrip('/')}"
-            )
+            self._oidc_url = f"{self._oidc_base}/{oidc['uuAppName']}/{oidc['awid']}/{oidc['uuCmd'].lstrip('/')}"
             self._oidc_timeout = float(timeout if timeout is not None else oidc.get("timeout", self.timeout))
             self._oidc_verify: str | bool = oidc.get("caBundle") or self._verify
             self.token_path: str | None = oidc["tokenPath"]
@@ -420,9 +418,7 @@ class UuAppClient:
         except FileNotFoundError:
             return None
         except (OSError, ValueError, KeyError, TypeError) as exc:
-            logger.warning(
-                "token cache %s unreadable (%s); a new token will be granted", path, type(exc).__name__
-            )
+            logger.warning("token cache %s unreadable (%s); a new token will be granted", path, type(exc).__name__)
             return None
         if not isinstance(value, str) or not value:
             return None
@@ -588,7 +584,7 @@ class UuAppClient:
     def get_ignore_http_err(
         self, uucmd: str, dto_in: Mapping[str, Any] | None = None, log_level: int = logging.WARNING
     ) -> requests.Response:
-        """GET that returns the response whatever its status; raises network errors and :class:`TokenError`."""
+        """GET returning the response whatever its status; raises network errors and :class:`TokenError`."""
         response, exc = self.get(uucmd, dto_in, log_level)
         if response is None:
             assert exc is not None
@@ -598,7 +594,7 @@ class UuAppClient:
     def post_ignore_http_err(
         self, uucmd: str, dto_in: Any = None, log_level: int = logging.WARNING
     ) -> requests.Response:
-        """POST that returns the response whatever its status; raises network errors and :class:`TokenError`."""
+        """POST returning the response whatever its status; raises network errors and :class:`TokenError`."""
         response, exc = self.post(uucmd, dto_in, log_level)
         if response is None:
             assert exc is not None
