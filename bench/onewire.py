@@ -87,9 +87,7 @@ def one_cycle(server: OwServer, targets: list[ReadTarget], reader: Reader) -> tu
 
 
 def main() -> int:
-    parser = argparse.ArgumentParser(
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
-    )
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--sensors", type=int, default=50)
     parser.add_argument("--cycles", type=int, default=200)
     args = parser.parse_args()
@@ -138,9 +136,7 @@ def main() -> int:
         s_hi = DATASHEET_CONVERSION_12BIT + n * (BUS_READ_HIGH + proto)
         w_lo = OUR_CONVERSION_WAIT + n * (BUS_READ_LOW + proto)
         w_hi = OUR_CONVERSION_WAIT + n * (BUS_READ_HIGH + proto)
-        print(
-            f"{n:>4} {f'{lo:.2f}-{hi:.2f}':>26} {f'{s_lo:.2f}-{s_hi:.2f}':>24} {f'{w_lo:.2f}-{w_hi:.2f}':>28}"
-        )
+        print(f"{n:>4} {f'{lo:.2f}-{hi:.2f}':>26} {f'{s_lo:.2f}-{s_hi:.2f}':>24} {f'{w_lo:.2f}-{w_hi:.2f}':>28}")
     return 0
 
 

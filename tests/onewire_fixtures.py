@@ -218,9 +218,7 @@ class FakeOwserver:
                 continue
             except OSError:
                 return
-            thread = threading.Thread(
-                target=self._serve, args=(conn,), name="fake-owserver-conn", daemon=True
-            )
+            thread = threading.Thread(target=self._serve, args=(conn,), name="fake-owserver-conn", daemon=True)
             with self._lock:
                 self._threads.append(thread)
             thread.start()

@@ -253,9 +253,7 @@ def test_sensor_settings_select_properties_resolution_and_ignore(
     assert [(e["deviceId"], e["property"]) for e in stored(module)] == [(ds2438, "humidity")]
 
 
-def test_resolution_reads_temperature_nn_path(
-    fake_owserver: Callable[..., FakeOwserver], tmp_path: Path
-) -> None:
+def test_resolution_reads_temperature_nn_path(fake_owserver: Callable[..., FakeOwserver], tmp_path: Path) -> None:
     dev = "28.000000000001"
     files: dict[str, bytes | int] = {
         f"/bus.0/{dev}/temperature11": b"   21.125",
@@ -291,9 +289,7 @@ def test_simultaneous_conversion_triggers_each_bus_once_then_waits_once(
         order_at_wait.append(len(fake.requests))
         return True
 
-    targets = [
-        ReadTarget(dev, None, bus, properties_for(dev[:2])) for bus, ids in sensors.items() for dev in ids
-    ]
+    targets = [ReadTarget(dev, None, bus, properties_for(dev[:2])) for bus, ids in sensors.items() for dev in ids]
     server = OwServer(ServerAddress.parse(fake.address))
     with server.session() as session:
         result = Reader(conversion_delay=0.75, wait=wait).read([(session, targets)])
@@ -307,9 +303,7 @@ def test_simultaneous_conversion_triggers_each_bus_once_then_waits_once(
     assert ops[:2] == [(MSG_WRITE, w) for w in writes]
     assert order_at_wait[0] == fake.requests.index((MSG_WRITE, writes[1])) + 1
     assert all(not p.startswith("/uncached") for _, p in ops)
-    assert {r.timestamp for r in result.readings if r.device_id.startswith("28")} == {
-        result.readings[0].timestamp
-    }
+    assert {r.timestamp for r in result.readings if r.device_id.startswith("28")} == {result.readings[0].timestamp}
 
     fake.requests.clear()
     waits.clear()
@@ -330,9 +324,7 @@ def test_stop_interrupts_conversion_wait(fake_owserver: Callable[..., FakeOwserv
     reader = Reader(conversion_delay=30.0, wait=lambda s: not stop.wait(s))
     server = OwServer(ServerAddress.parse(fake.address))
     with server.session() as session:
-        result = reader.read(
-            [(session, [ReadTarget("28.000000000001", None, "/bus.0/", properties_for("28"))])]
-        )
+        result = reader.read([(session, [ReadTarget("28.000000000001", None, "/bus.0/", properties_for("28"))])])
     assert result.interrupted and result.readings == []
 
 
@@ -461,9 +453,7 @@ def test_persistent_connection_broken_by_restart_raises_shortread_once_and_is_re
         raw.close_connection()
 
 
-def test_frozen_owserver_costs_one_timeout_then_backs_off(
-    owserver: Owserver, tmp_path: Path, modules: Any
-) -> None:
+def test_frozen_owserver_costs_one_timeout_then_backs_off(owserver: Owserver, tmp_path: Path, modules: Any) -> None:
     module = modules(tmp_path, owserver.address)
     assert len(module.read_cycle().readings) == TESTER_VALUES
     owserver.freeze()
@@ -581,9 +571,7 @@ def test_server_unavailable_when_refused_is_not_backed_off() -> None:
     assert not server.in_backoff() and server.failures == 2
 
 
-def test_gateway_stop_interrupts_a_conversion_wait(
-    fake_owserver: Callable[..., FakeOwserver], tmp_path: Path
-) -> None:
+def test_gateway_stop_interrupts_a_conversion_wait(fake_owserver: Callable[..., FakeOwserver], tmp_path: Path) -> None:
     dev = "28.000000000001"
     files: dict[str, bytes | int] = {
         "/bus.0/simultaneous/temperature": b"0",

@@ -59,8 +59,7 @@ def run_scan(args: argparse.Namespace, out: TextIO | None = None, err: TextIO | 
                         file=err,
                     )
                 targets = [
-                    ReadTarget(d.id, None, d.bus_path, properties_for(d.family))
-                    for d in result.devices.values()
+                    ReadTarget(d.id, None, d.bus_path, properties_for(d.family)) for d in result.devices.values()
                 ]
                 cycle = Reader(conversion_delay=args.conversion_delay).read([(session, targets)])
                 if cycle.unavailable:

@@ -22,7 +22,7 @@ import logging
 import threading
 import time
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
@@ -256,10 +256,8 @@ class OwSession:
         closer = getattr(self._proxy, "close_connection", None)
         if closer is None:
             return
-        try:
+        with suppress(OSError, AssertionError):
             closer()
-        except (OSError, AssertionError):
-            pass
 
     def _call(self, fn: Callable[..., T], *args: Any) -> T:
         if self.broken is not None:

@@ -162,11 +162,7 @@ class Inventory:
 
     def located(self, server: str | None = None) -> list[Device]:
         """Devices with a known location (optionally on one server), sorted by id."""
-        return [
-            d
-            for d in self.devices()
-            if d.location is not None and (server is None or d.location.server == server)
-        ]
+        return [d for d in self.devices() if d.location is not None and (server is None or d.location.server == server)]
 
     def known_types(self) -> dict[str, str]:
         with self._lock:

@@ -167,9 +167,7 @@ class OneWire(Module):
             return None
 
     def _scan_in(self, server: OwServer, session: OwSession) -> ScanResult:
-        result = scan(
-            session, max_depth=self.settings.max_coupler_depth, known_types=self.inventory.known_types()
-        )
+        result = scan(session, max_depth=self.settings.max_coupler_depth, known_types=self.inventory.known_types())
         with self._state_lock:
             self._needs_scan.discard(server.address)
             new_simulated = [
@@ -187,9 +185,7 @@ class OneWire(Module):
                 name,
             )
         for branch in result.depth_limited:
-            log.warning(
-                "owserver %s: coupler %s not walked: deeper than maxCouplerDepth", server.address, branch
-            )
+            log.warning("owserver %s: coupler %s not walked: deeper than maxCouplerDepth", server.address, branch)
         events = self.inventory.apply_scan(str(server.address), result)
         for event in events:
             dev = getattr(event, "device", None)
@@ -214,16 +210,10 @@ class OneWire(Module):
                 continue
             if sensor is not None and sensor.ignore:
                 continue
-            resolution = (
-                sensor.resolution if sensor and sensor.resolution is not None else settings.resolution
-            )
-            props = properties_for(
-                dev.family, sensor.properties if sensor else None, settings.families, resolution
-            )
+            resolution = sensor.resolution if sensor and sensor.resolution is not None else settings.resolution
+            props = properties_for(dev.family, sensor.properties if sensor else None, settings.families, resolution)
             if props and dev.location is not None:
-                targets.append(
-                    ReadTarget(dev.id, sensor.alias if sensor else None, dev.location.bus_path, props)
-                )
+                targets.append(ReadTarget(dev.id, sensor.alias if sensor else None, dev.location.bus_path, props))
         return targets
 
     @on("tick", "read")
@@ -268,9 +258,7 @@ class OneWire(Module):
         for error in result.errors:
             errors.setdefault(error.device_id, []).append(f"{error.property}: {error.kind} ({error.detail})")
         for dev_id in sorted(set(values) | set(errors)):
-            started, recovered = self.inventory.record_read(
-                dev_id, values.get(dev_id, {}), len(errors.get(dev_id, []))
-            )
+            started, recovered = self.inventory.record_read(dev_id, values.get(dev_id, {}), len(errors.get(dev_id, [])))
             if started:
                 log.warning("1-wire device %s: read failed: %s", dev_id, "; ".join(errors[dev_id]))
             elif recovered:
@@ -288,8 +276,7 @@ class OneWire(Module):
                 f" (+{more} more)" if more > 0 else "",
             )
         self.events.emit(
-            DeviceValue(r.device_id, r.alias, r.property, r.value, r.unit, r.timestamp)
-            for r in result.readings
+            DeviceValue(r.device_id, r.alias, r.property, r.value, r.unit, r.timestamp) for r in result.readings
         )
 
     # -- command line -----------------------------------------------------------------------------

@@ -177,9 +177,7 @@ class Reader:
                         try:
                             session.write(f"{bus_path}simultaneous/temperature", b"1")
                         except OwnetError as err:
-                            log.debug(
-                                "simultaneous conversion on %s%s failed: %s", session.server, bus_path, err
-                            )
+                            log.debug("simultaneous conversion on %s%s failed: %s", session.server, bus_path, err)
                             continue
                         result.triggers += 1
                         last_trigger = self._monotonic()
@@ -206,9 +204,7 @@ class Reader:
         result.round_trips = sum(s.round_trips for s, _ in jobs) - start_trips
         return result
 
-    def _read_target(
-        self, session: OwSession, target: ReadTarget, trigger: float | None, result: CycleResult
-    ) -> None:
+    def _read_target(self, session: OwSession, target: ReadTarget, trigger: float | None, result: CycleResult) -> None:
         server = str(session.server.address)
         for spec in target.properties:
             path = f"{target.bus_path}{target.device_id}/{spec.path}"

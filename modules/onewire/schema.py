@@ -125,8 +125,7 @@ class Settings:
     def from_config(cls, section: Mapping[str, Any] | None) -> Settings:
         section = section or {}
         servers = tuple(
-            ServerAddress(s.get("host", "127.0.0.1"), int(s.get("port", 4304)))
-            for s in section.get("servers", [])
+            ServerAddress(s.get("host", "127.0.0.1"), int(s.get("port", 4304))) for s in section.get("servers", [])
         )
         sensors = {
             dev_id: SensorSettings(
@@ -155,7 +154,5 @@ class Settings:
         """The configured delay, else the longest one any configured resolution needs."""
         if self.conversion_delay is not None:
             return float(self.conversion_delay)
-        resolutions = {self.resolution} | {
-            s.resolution for s in self.sensors.values() if s.resolution is not None
-        }
+        resolutions = {self.resolution} | {s.resolution for s in self.sensors.values() if s.resolution is not None}
         return max(conversion_delay(r) for r in resolutions)
