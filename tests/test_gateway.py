@@ -178,6 +178,44 @@ def test_constructor_failure_names_the_module() -> None:
         Gateway({}, init)
 
 
+def test_constructor_failure_inside_module_init_names_that_module() -> None:
+    class Thermometer(Module):
+        def __init__(self, config: Any) -> None:
+            super().__init__(config)
+            raise FileNotFoundError("/dev/i2c-1")
+
+    with pytest.raises(ModuleLoadError, match=r"module 'thermometer' failed to initialise: FileNotFoundError"):
+        Gateway({}, lambda c, u: [First({}, []), Thermometer({})])
+
+
+def test_builtin_module_enabled_by_config_alone(tmp_path: Path) -> None:
+    gateway = Gateway({"gateway": {"onewire": {}, "storageDir": str(tmp_path)}})
+    assert [m.id for m in gateway.modules] == ["onewire"]
+    assert gateway.modules[0].gateway is gateway
+
+
+def test_third_party_module_discovered_by_entry_point(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    dist = tmp_path / "acme_sensors-1.0.dist-info"
+    dist.mkdir()
+    (dist / "METADATA").write_text("Metadata-Version: 2.1\nName: acme-sensors\nVersion: 1.0\n")
+    (dist / "entry_points.txt").write_text("[uun_gateway.modules]\nacmeProbe = acme_probe:AcmeProbe\n")
+    (tmp_path / "acme_probe.py").write_text(
+        "from uun_gateway import Module, on\n"
+        "class AcmeProbe(Module):\n"
+        "    config_schema = {'type': 'object', 'properties': {'gain': {'type': 'integer'}}}\n"
+        "    @on('tick')\n"
+        "    def tick(self):\n"
+        "        self.ticked = True\n"
+    )
+    monkeypatch.syspath_prepend(str(tmp_path))
+    gateway = Gateway({"gateway": {"moduleTimers": {"acmeProbe": 3600}, "acmeProbe": {"gain": 2}}})
+    assert [type(m).__name__ for m in gateway.modules] == ["AcmeProbe"]
+    with pytest.raises(ConfigError, match=r"gateway\.acmeProbe\.gain"):
+        Gateway({"gateway": {"acmeProbe": {"gain": "high"}}})
+    with pytest.raises(ConfigError, match='did you mean "acmeProbe"'):
+        Gateway({"gateway": {"moduleTimers": {"acmeProbes": 5}}})
+
+
 def test_duplicate_module_ids_are_refused() -> None:
     with pytest.raises(ModuleLoadError, match="two modules with the id 'first'"):
         Gateway({}, lambda c, u: [First({}, []), First({}, [])])

@@ -313,7 +313,12 @@ def test_forged_signature_is_refused_and_retried_with_fresh_credentials(cloud: F
         return sigv4.sign_ws_headers(headers, "/mqtt", fake, "eu-central-1", when)
 
     conn = ShadowConnection(
-        ["GW1"], cloud.endpoints(), forged, lambda t, d: None, client_id="GW1-forged", reconnect_delay=(0.05, 0.1)
+        ["GW1"],
+        cloud.endpoints(),
+        forged,
+        lambda t, d: None,
+        client_id="GW1-forged",
+        reconnect_delay=(0.05, 0.1),
     )
     try:
         conn.start()
@@ -333,7 +338,12 @@ def test_a_failing_signer_does_not_kill_the_network_thread(cloud: FakeCloud) -> 
         raise ValueError("no credentials at all")
 
     conn = ShadowConnection(
-        ["GW1"], cloud.endpoints(), broken, lambda t, d: None, client_id="GW1-broken", reconnect_delay=(0.05, 0.1)
+        ["GW1"],
+        cloud.endpoints(),
+        broken,
+        lambda t, d: None,
+        client_id="GW1-broken",
+        reconnect_delay=(0.05, 0.1),
     )
     try:
         conn.start()

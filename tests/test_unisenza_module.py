@@ -129,7 +129,9 @@ def test_unreachable_cloud_does_not_block_start(tmp_path: Path, run_gateway: Any
         ({"requestTimeout": -1}, "gateway.unisenza.requestTimeout"),
     ],
 )
-def test_config_errors_name_the_path(tmp_path: Path, cloud: FakeCloud, change: dict[str, Any], path: str) -> None:
+def test_config_errors_name_the_path(
+    tmp_path: Path, cloud: FakeCloud, change: dict[str, Any], path: str
+) -> None:
     section = section_for(cloud, tmp_path, **change)
     section = {k: v for k, v in section.items() if v is not None}
     with pytest.raises(ConfigError) as info:
@@ -159,7 +161,12 @@ def test_cli_list_and_set(
     assert "GW1  Home gateway  gateway  available" in out
     assert "  T1  Living room  current 21.35°C  target 20.5°C  mode heat  idle  available" in out
 
-    assert run_cli(["unisenza", "set", "Kitchen", "--temperature", "23", "--mode", "off", "-c", str(config_file)]) == 0
+    assert (
+        run_cli(
+            ["unisenza", "set", "Kitchen", "--temperature", "23", "--mode", "off", "-c", str(config_file)]
+        )
+        == 0
+    )
     assert "T2 (Kitchen): target_temperature 23.0, system_mode off accepted" in capsys.readouterr().out
     desired = cloud.control("shadow", thing="T2")["desired"]["11"]["properties"]
     assert desired == {"ep1:sTherS:SetHeatingSetpoint_x100": 2300, "ep1:sTherS:SetSystemMode": 0}

@@ -97,7 +97,10 @@ def test_srp_rejects_a_degenerate_server_value() -> None:
 def test_cognito_timestamp_is_english_unpadded_utc() -> None:
     cest = dt.timezone(dt.timedelta(hours=2))
     assert srp.cognito_timestamp(dt.datetime(2024, 1, 5, 9, 4, 7, tzinfo=UTC)) == SRP_TIMESTAMP
-    assert srp.cognito_timestamp(dt.datetime(2026, 11, 23, 0, 30, 0, tzinfo=cest)) == "Sun Nov 22 22:30:00 UTC 2026"
+    assert (
+        srp.cognito_timestamp(dt.datetime(2026, 11, 23, 0, 30, 0, tzinfo=cest))
+        == "Sun Nov 22 22:30:00 UTC 2026"
+    )
 
 
 # -- SigV4 ----------------------------------------------------------------------------------------
@@ -197,7 +200,9 @@ def test_parse_authorization_rejects_other_schemes() -> None:
 # -- mapping -----------------------------------------------------------------------------------------
 
 
-def test_parse_document_accepts_strings_and_ints_and_skips_bad_values(caplog: pytest.LogCaptureFixture) -> None:
+def test_parse_document_accepts_strings_and_ints_and_skips_bad_values(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
     doc = {
         "state": {
             "reported": {
@@ -240,7 +245,11 @@ def test_update_document_uses_the_write_keys() -> None:
     doc = mapping.update_document({"target_temperature": 21.5, "system_mode": SystemMode.OFF})
     assert doc == {
         "state": {
-            "desired": {"11": {"properties": {"ep1:sTherS:SetHeatingSetpoint_x100": 2150, "ep1:sTherS:SetSystemMode": 0}}}
+            "desired": {
+                "11": {
+                    "properties": {"ep1:sTherS:SetHeatingSetpoint_x100": 2150, "ep1:sTherS:SetSystemMode": 0}
+                }
+            }
         }
     }
     with pytest.raises(ValueError):

@@ -84,10 +84,15 @@ stop() {
         return 0
     fi
     pid="$(cat "$PIDFILE")"
+    rm -f "$PIDFILE"
     if kill "$pid" 2>/dev/null; then
+        tries=0
+        while port_open && [ "$tries" -lt 30 ]; do
+            tries=$((tries + 1))
+            sleep 0.1
+        done
         echo "demo-owserver: stopped owserver pid $pid"
     fi
-    rm -f "$PIDFILE"
 }
 
 case "${1:-start}" in

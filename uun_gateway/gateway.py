@@ -157,6 +157,7 @@ class Gateway(AbstractContextManager["Gateway"]):
         except (ConfigError, ModuleLoadError):
             raise
         except Exception as exc:
+            name = _raising_module_id(exc) or name
             raise ModuleLoadError(f"module {name!r} failed to initialise: {type(exc).__name__}: {exc}") from exc
 
     @staticmethod
@@ -455,6 +456,17 @@ class Gateway(AbstractContextManager["Gateway"]):
                     timer.period = period
         failures = [f"{h.name} failed" for m in self._modules for h in m.of("update") if not self._call(m, h)]
         return "; ".join(failures) or None
+
+
+def _raising_module_id(exc: BaseException) -> str | None:
+    """The id of the outermost Module whose method is on ``exc``'s traceback (its constructor)."""
+    tb = exc.__traceback__
+    while tb is not None:
+        owner = tb.tb_frame.f_locals.get("self")
+        if isinstance(owner, Module):
+            return owner.id
+        tb = tb.tb_next
+    return None
 
 
 def _tick(timer_id: str | None) -> str:

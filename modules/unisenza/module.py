@@ -29,6 +29,7 @@ from .endpoints import Endpoints
 from .errors import AuthenticationError, ClientError
 from .models import HvacDevice, enum_name, parse_system_mode
 
+_IDLE_WAIT = 60.0  # the worker is woken by ticks and config updates; this only bounds re-discovery lag
 _NUMBER = {"type": "number", "exclusiveMinimum": 0, "description": "a number > 0 (seconds)"}
 _ENDPOINT_KEYS = (
     "region", "userPoolId", "clientId", "idpUrl", "identityUrl", "identityProvider", "serviceUrl",
@@ -212,7 +213,7 @@ class Unisenza(Module):
         delay = min_delay
         next_discovery = 0.0
         while runev.is_set() and not stopev.is_set() and not self._stopping:
-            wait = float(self._c("requestTimeout", 30.0))
+            wait = _IDLE_WAIT
             if self._reconnect:
                 self._drop_client()
             if self._client is None:
@@ -234,13 +235,13 @@ class Unisenza(Module):
                     try:
                         client.populate_devices()
                     except ClientError as exc:
-                        self.logger.warning("re-discovery failed: %s", exc)
+                        self.logger.warning("re-discovery failed: %s", str(exc))
                 if self._refresh_due:
                     self._refresh_due = False
                     try:
                         client.refresh_all_devices()
                     except ClientError as exc:
-                        self.logger.warning("%s", exc)
+                        self.logger.warning("%s", str(exc))
                 if not self._apply_setpoints(client):
                     wait = min(wait, min_delay)
             self._wake.wait(wait)
@@ -282,9 +283,11 @@ class Unisenza(Module):
         """Send pending setpoints; True when none is left pending."""
         with self._lock:
             pending = dict(self._pending)
+        if pending and not client.is_connected():
+            return False
         for key, wanted in pending.items():
             try:
-                _, device = client.find_device(key)
+                gateway, device = client.find_device(key)
             except KeyError:
                 self.logger.warning("setpoint for unknown device %r ignored", key)
                 self._done(key, wanted)
@@ -300,16 +303,18 @@ class Unisenza(Module):
                 if "mode" in wanted:
                     changes["system_mode"] = parse_system_mode(wanted["mode"])
             except ValueError as exc:
-                self.logger.error("setpoint for %r dropped: %s", key, exc)
+                self.logger.error("setpoint for %r dropped: %s", key, str(exc))
                 self._done(key, wanted)
                 continue
+            current = device.get_attributes()
+            changes = {k: v for k, v in changes.items() if getattr(current, k) != v}
             try:
                 if changes:
-                    client.update_device_state(client.find_device(key)[0], device, changes)
+                    client.update_device_state(gateway, device, changes)
                     self.logger.info("setpoint for %r sent: %s", key, wanted)
                 self._done(key, wanted)
             except ClientError as exc:
-                self.logger.warning("setpoint for %r not applied yet: %s", key, exc)
+                self.logger.warning("setpoint for %r not applied yet: %s", key, str(exc))
         with self._lock:
             return not self._pending
 

@@ -162,6 +162,10 @@ class ShadowConnection:
         if started:
             self._mqtt.disconnect()
             self._mqtt.loop_stop()
+        # paho closes its wake-up socket pair only when the client is garbage collected.
+        reset = getattr(self._mqtt, "_reset_sockets", None)
+        if callable(reset):
+            reset(sockpair_only=True)
 
     @property
     def ready(self) -> bool:

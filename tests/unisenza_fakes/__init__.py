@@ -73,7 +73,19 @@ def make_test_ca(directory: Path) -> CertFiles:
         subprocess.run(["openssl", *args], cwd=d, check=True, capture_output=True)
 
     ec = ["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes"]
-    run("req", "-x509", *ec, "-keyout", "ca.key", "-out", "ca.pem", "-days", "2", "-subj", "/CN=unisenza test CA")
+    run(
+        "req",
+        "-x509",
+        *ec,
+        "-keyout",
+        "ca.key",
+        "-out",
+        "ca.pem",
+        "-days",
+        "2",
+        "-subj",
+        "/CN=unisenza test CA",
+    )
     run("req", *ec, "-keyout", "server.key", "-out", "server.csr", "-subj", "/CN=127.0.0.1")
     (d / "ext.cnf").write_text(
         "subjectAltName=IP:127.0.0.1\nbasicConstraints=CA:FALSE\n"
@@ -156,7 +168,10 @@ def default_gateways() -> list[dict[str, Any]]:
             "device_code": "GW1",
             "name": "Home gateway",
             "identity_id": "eu-central-1:11111111-1111-1111-1111-111111111111",
-            "properties": {"ep0:sGateway:NetworkLANIP": "192.168.1.20", "ep0:sGateway:NetworkLANMAC": "aa:bb"},
+            "properties": {
+                "ep0:sGateway:NetworkLANIP": "192.168.1.20",
+                "ep0:sGateway:NetworkLANMAC": "aa:bb",
+            },
             "thermostats": [
                 thermostat("T1", "Living room", "2135", "2050"),
                 thermostat("T2", "Kitchen", "1990", "2000"),

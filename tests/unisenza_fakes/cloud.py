@@ -96,7 +96,10 @@ class State:
             self.shadows: dict[str, dict[str, Any]] = {}
             for gw in self.gateways:
                 self.shadows[gw["device_code"]] = {
-                    "reported": {"connected": "true", GATEWAY: {"properties": dict(gw.get("properties", {}))}},
+                    "reported": {
+                        "connected": "true",
+                        GATEWAY: {"properties": dict(gw.get("properties", {}))},
+                    },
                     "desired": {},
                     "version": 1,
                 }
@@ -274,7 +277,10 @@ def slider_list(state: State, user: str) -> dict[str, Any]:
                     "model": gw.get("model", "U-GW"),
                     "name": gw["name"],
                     "occupants_permissions": {
-                        "receiver_occupant": {"id": gw.get("occupant_id", "occ-1"), "identity_id": gw["identity_id"]}
+                        "receiver_occupant": {
+                            "id": gw.get("occupant_id", "occ-1"),
+                            "identity_id": gw["identity_id"],
+                        }
                     },
                 },
             }
@@ -288,13 +294,23 @@ def slider_details(state: State, gateway_id: str) -> dict[str, Any] | None:
         if gw["id"] != gateway_id:
             continue
         leaves = [
-            {"id": th["id"], "device_code": th["device_code"], "model": th.get("model", "U-TH"), "name": th["name"]}
+            {
+                "id": th["id"],
+                "device_code": th["device_code"],
+                "model": th.get("model", "U-TH"),
+                "name": th["name"],
+            }
             for th in gw["thermostats"]
         ]
         # The tree nests groups; the gateway itself appears as a leaf with permissions.
         half = len(leaves) // 2
         items: list[dict[str, Any]] = [
-            {"id": gw["id"], "device_code": gw["device_code"], "name": gw["name"], "occupants_permissions": {}},
+            {
+                "id": gw["id"],
+                "device_code": gw["device_code"],
+                "name": gw["name"],
+                "occupants_permissions": {},
+            },
             {"id": "group-1", "name": "Ground floor", "items": leaves[:half]},
             {"id": "group-2", "name": "Upstairs", "items": [{"id": "group-3", "items": leaves[half:]}]},
         ]
@@ -440,10 +456,16 @@ class Front:
         if abs(time.time() - when.timestamp()) > 300 or auth.date != amz_date[:8]:
             return "request time too skewed"
         path, _, query = target.partition("?")
-        canonical = sigv4.canonical_request(method, path, query, headers, auth.signed_headers, sigv4.EMPTY_SHA256)
+        canonical = sigv4.canonical_request(
+            method, path, query, headers, auth.signed_headers, sigv4.EMPTY_SHA256
+        )
         scope = sigv4.credential_scope(auth.date, auth.region, auth.service)
         expected = sigv4.signature(
-            creds["SecretKey"], auth.date, auth.region, auth.service, sigv4.string_to_sign(amz_date, scope, canonical)
+            creds["SecretKey"],
+            auth.date,
+            auth.region,
+            auth.service,
+            sigv4.string_to_sign(amz_date, scope, canonical),
         )
         if not hmac.compare_digest(expected, auth.signature):
             return "signature mismatch"
@@ -705,7 +727,9 @@ class FakeCloudProcess:
         return {"error": f"unknown op {op}"}
 
     def serve(self) -> None:
-        print(json.dumps({"http_port": self.http.server_address[1], "front_port": self.front.port}), flush=True)
+        print(
+            json.dumps({"http_port": self.http.server_address[1], "front_port": self.front.port}), flush=True
+        )
         self.http.serve_forever()
 
 
