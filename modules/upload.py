@@ -139,23 +139,30 @@ class Upload(Module):
 
     # -- delivery --------------------------------------------------------------------------------
 
+    def _has_client(self) -> bool:
+        if self.uuclient is None and not self._warned_no_client:
+            self._warned_no_client = True
+            self.logger.warning("no uuApp configured; stored entries are kept, not uploaded")
+        return self.uuclient is not None
+
     @on("tick")
     def drain(self) -> None:
         """Send every due source's backlog, round-robin one batch at a time, until done or failing."""
-        if self.uuclient is None:
-            if not self._warned_no_client:
-                self._warned_no_client = True
-                self.logger.warning("no uuApp configured; stored entries are kept, not uploaded")
+        if not self._has_client():
             return
         due = [s for s in self.sources() if self.state.setdefault(s, SourceState()).next_attempt <= time.monotonic()]
         while due and self._running():
             due = [source for source in due if self.send_batch(source)]
 
     def send_batch(self, source: str) -> bool:
-        """Send the oldest batch of ``source``; True when all of it was accepted and more may follow."""
+        """Send the oldest batch of ``source``; True when all of it was accepted and more may follow.
+
+        Blocks for up to the client's timeout. Called by the tick; calling it concurrently with the
+        tick may send a batch twice (never loses one).
+        """
         settings = self.sources().get(source)
         state = self.state.setdefault(source, SourceState())
-        if settings is None:
+        if settings is None or not self._has_client():
             return False
         storage = self._storage_of(source)
         if storage is None:

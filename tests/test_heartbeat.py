@@ -123,3 +123,49 @@ def test_without_uuapp_it_only_warns_once(tmp_path: Path, caplog: pytest.LogCapt
         heartbeat.beat()
         heartbeat.beat()
     assert [r.getMessage() for r in caplog.records] == ["no uuApp configured; heartbeats are not sent"]
+
+
+def test_no_secret_in_gateway_logs(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    from uun_gateway.modules.remoteconfig import RemoteConfig
+    from uun_gateway.modules.upload import Upload
+
+    secrets = ("code-one-SECRET", "code-two-SECRET", "client-SECRET-x")
+    caplog.set_level(logging.DEBUG)
+    with FakeUuApp(access_codes=secrets[:2], client=("cid", secrets[2])) as fake:
+        config = gateway_config(
+            fake,
+            tmp_path,
+            moduleTimers={"sensor": 3600, "heartbeat": 3600, "upload": 3600, "config": 3600},
+            upload={"sources": {"sensor": {"uuCmd": "gateway/upload"}}},
+        )
+        fake.gateway_config = {"moduleTimers": {"sensor": "bad"}}
+        gateway = Gateway(
+            config,
+            lambda c, u: [
+                Sensor(c["gateway"], u),
+                Heartbeat(c["gateway"], u),
+                Upload(c["gateway"], u),
+                RemoteConfig(c["gateway"], u),
+            ],
+        )
+        sensor, heartbeat, upload, remote = gateway.modules
+        try:
+            sensor.storage.append({"n": 1})
+            for kind in (None, "5xx", "401", "reset", "malformed"):
+                if kind:
+                    fake.fault(kind)
+                heartbeat.beat()
+                upload.drain()
+                remote.update()
+            tokens = list(fake.tokens)
+            fake.expire_tokens()
+            fake.fault("5xx", "oidc/grantToken")
+            heartbeat.beat()
+        finally:
+            gateway.stop()
+            sensor.close_storage()
+            assert gateway.uuapp_client is not None
+            gateway.uuapp_client.close()
+    assert tokens and "uuApp server error" in caplog.text and "remote config rejected" in caplog.text
+    for secret in (*secrets, *tokens):
+        assert secret not in caplog.text

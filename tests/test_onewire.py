@@ -612,3 +612,40 @@ def test_update_switches_servers_and_keeps_inventory(
     module.on_update()
     assert [r.value for r in module.read_cycle().readings] == [19.6]
     assert {d.id for d in module.inventory.devices()} == {"28.00000000AF00", "10.00000000B400"}
+
+
+def test_uun_gateway_cli_has_onewire_scan(owserver: Owserver, capsys: Any) -> None:
+    from uun_gateway.cli import main
+
+    assert main(["onewire", "scan", "--server", owserver.address, "--conversion-delay", "0"]) == 0
+    out = capsys.readouterr().out
+    assert f"owserver {owserver.address}: {len(TESTER)} device(s)" in out
+    assert emulated_id("26", 3) in out
+
+
+def test_sensor_behind_coupler_is_converted_and_read_on_its_branch(
+    fake_owserver: Callable[..., FakeOwserver], tmp_path: Path
+) -> None:
+    coupler, sensor = "1F.000000000001", "28.000000000002"
+    branch = f"/bus.0/{coupler}/main/"
+    files: dict[str, bytes | int] = {
+        f"/bus.0/{coupler}/type": b"DS2409",
+        f"{branch}{sensor}/type": b"DS18B20",
+        f"{branch}simultaneous/temperature": b"0",
+        f"{branch}{sensor}/temperature": b"  -3.25",
+    }
+    dirs = {
+        "/": ["/bus.0/"],
+        "/uncached/bus.0/": [f"/uncached/bus.0/{coupler}/"],
+        f"/uncached{branch}": [f"/uncached{branch}{sensor}/"],
+        f"/uncached/bus.0/{coupler}/aux/": [],
+    }
+    fake = fake_owserver(tree_handler(files, dirs))
+    module = make_module(tmp_path, fake.address)
+    try:
+        result = module.read_cycle()
+        assert [(r.device_id, r.value) for r in result.readings] == [(sensor, -3.25)]
+        assert device(module, sensor).path == f"{branch}{sensor}/"
+    finally:
+        module.close_storage()
+    assert (MSG_WRITE, f"{branch}simultaneous/temperature") in fake.requests

@@ -12,10 +12,6 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-
-from tests.conftest import wait_for
-from tests.unisenza_fakes import MOSQUITTO, PASSWORD, USERNAME, CertFiles, CloudEnv, FakeCloud
-from tests.unisenza_fakes.fixtures import ca, cloud, shared_env  # noqa: F401  (fixtures)
 from uun_gateway.modules.unisenza import (
     AuthenticationError,
     Client,
@@ -23,7 +19,6 @@ from uun_gateway.modules.unisenza import (
     ClientOptions,
     CognitoAuth,
     Device,
-    Endpoints,
     HvacDevice,
     RunningState,
     SystemMode,
@@ -31,6 +26,12 @@ from uun_gateway.modules.unisenza import (
     sigv4,
 )
 from uun_gateway.modules.unisenza.shadow import ShadowConnection
+
+from tests.conftest import wait_for
+from tests.unisenza_fakes import MOSQUITTO, PASSWORD, USERNAME, CertFiles, CloudEnv, FakeCloud, fixtures
+
+# The double's fixtures, shared with the other unisenza test module.
+ca, shared_env, cloud = fixtures.ca, fixtures.shared_env, fixtures.cloud
 
 pytestmark = pytest.mark.skipif(not Path(MOSQUITTO).exists(), reason="mosquitto is not installed")
 
@@ -213,7 +214,7 @@ def test_update_rejected_and_invalid_values(make_client: Callable[..., Client], 
     gateway, bedroom = client.find_device("T3")
     assert isinstance(bedroom, HvacDevice)
     cloud.control("reject_update", thing="T3", code=400, message="Invalid JSON")
-    with pytest.raises(ClientError, match="Message rejected.*400 Invalid JSON"):
+    with pytest.raises(ClientError, match=r"Message rejected.*400 Invalid JSON"):
         bedroom.update_target_temperature(19)
     assert bedroom.get_target_temperature() == 18.0
     with pytest.raises(ValueError, match="outside the range"):
@@ -252,7 +253,7 @@ def test_no_reply_times_out_and_missing_shadow_is_rejected(
     gateway, bedroom = client.find_device("T3")
     cloud.control("silence", thing="T3")
     began = time.monotonic()
-    with pytest.raises(ClientError, match="no reply to get of T3 within 0.5 s"):
+    with pytest.raises(ClientError, match=r"no reply to get of T3 within 0\.5 s"):
         client.refresh_device_state(gateway, bedroom, timeout=0.5)
     assert time.monotonic() - began < 3
     with pytest.raises(ClientError, match="Unable to refresh: Bedroom"):
@@ -310,7 +311,8 @@ def test_forged_signature_is_refused_and_retried_with_fresh_credentials(cloud: F
         real = auth.credentials(identity)
         fake = sigv4.AwsCredentials(real.access_key_id, "not-the-secret", real.session_token, real.expiration)
         when = sigv4.dt.datetime.now(sigv4.dt.UTC)
-        return sigv4.sign_ws_headers(headers, "/mqtt", fake, "eu-central-1", when)
+        signed: dict[str, str] = sigv4.sign_ws_headers(headers, "/mqtt", fake, "eu-central-1", when)
+        return signed
 
     conn = ShadowConnection(
         ["GW1"],
@@ -391,6 +393,7 @@ def test_broker_restart_marks_unavailable_then_reconnects_and_resubscribes(
         assert client.connect(10)
         client.refresh_all_devices()
         gateway, living = client.find_device("T1")
+        assert isinstance(living, HvacDevice)
         recorder = Recorder()
         living.subscribe(recorder)
         env.broker.stop()

@@ -10,12 +10,14 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from uun_gateway.modules.unisenza.module import Unisenza
 
 from tests.conftest import free_port, wait_for
-from tests.unisenza_fakes import MOSQUITTO, PASSWORD, USERNAME, FakeCloud
-from tests.unisenza_fakes.fixtures import ca, cloud, shared_env  # noqa: F401  (fixtures)
+from tests.unisenza_fakes import MOSQUITTO, PASSWORD, USERNAME, FakeCloud, fixtures
 from uun_gateway import ConfigError, Gateway
-from uun_gateway.modules.unisenza.module import Unisenza
+
+# The double's fixtures, shared with the other unisenza test module.
+ca, shared_env, cloud = fixtures.ca, fixtures.shared_env, fixtures.cloud
 
 pytestmark = pytest.mark.skipif(not Path(MOSQUITTO).exists(), reason="mosquitto is not installed")
 

@@ -10,7 +10,6 @@ import secrets
 from typing import Any
 
 import pytest
-
 from uun_gateway.modules.unisenza import (
     DeviceType,
     Endpoints,
@@ -266,7 +265,7 @@ def hvac(**attrs: Any) -> HvacDevice:
     sent: list[Any] = []
     device = HvacDevice(base, lambda d: None, lambda d, changes: sent.append(dict(changes)))
     device.apply_changes(attrs)
-    device.sent = sent  # type: ignore[attr-defined]
+    device.sent = sent  # type: ignore[attr-defined,unused-ignore]
     return device
 
 
@@ -276,10 +275,10 @@ def test_target_temperature_is_rounded_and_checked_against_the_device_range() ->
     assert device.validate_target_temperature("7") == 7.0
     for bad in (6.5, 28.5, float("nan"), "warm"):
         with pytest.raises(ValueError):
-            device.validate_target_temperature(bad)  # type: ignore[arg-type]
+            device.validate_target_temperature(bad)
     device.update_target_temperature(22.24)
     device.update_system_mode("off")
-    assert device.sent == [{"target_temperature": 22.0}, {"system_mode": SystemMode.OFF}]  # type: ignore[attr-defined]
+    assert device.sent == [{"target_temperature": 22.0}, {"system_mode": SystemMode.OFF}]  # type: ignore[attr-defined,unused-ignore]
     with pytest.raises(ValueError, match="unknown system mode"):
         device.update_system_mode("auto")
     assert hvac().validate_target_temperature(30) == 30.0  # default range 5..30

@@ -124,7 +124,7 @@ class Gateway(AbstractContextManager["Gateway"]):
         self._modules = [_LoadedModule(m, find_handlers(m), self._stats_of(m)) for m in constructed]
         self._raise(self.check(self.config))
         for module in constructed:
-            if hasattr(module, "gateway") or isinstance(module, Module):
+            if isinstance(module, Module):
                 module.gateway = self
         self._timers = self._build_timers(self.config)
         logger.info(

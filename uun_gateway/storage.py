@@ -20,6 +20,7 @@ logger = logging.getLogger(__name__)
 
 _SQLITE_MAGIC = b"SQLite format 3\x00"
 _JSON, _BYTES = 0, 1
+DROP_LOG_INTERVAL = 60.0
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS entries (
     id INTEGER PRIMARY KEY AUTOINCREMENT,
@@ -52,8 +53,8 @@ class Storage:
     - Cost: an append does not depend on the number of stored entries.
     - Order and ids: entries come out oldest first; each has a stable integer id that is never reused
       within the store, plus the store's own :attr:`uid`, so a server can drop duplicates.
-    - ``maxlen > 0`` keeps only the newest ``maxlen`` entries; each drop is counted in
-      :attr:`dropped` and logged.
+    - ``maxlen > 0`` keeps only the newest ``maxlen`` entries; drops are counted in :attr:`dropped`
+      and logged (at most once a minute).
     - A damaged file is moved aside (``<path>.corrupt-<time>``), logged as an error and recorded in
       :attr:`quarantined`; the store then starts empty. It is never silently replaced.
     - A uun-iot JSON backup file found at ``backup_path`` is imported once; the original is kept as
@@ -73,6 +74,7 @@ class Storage:
         self.maxlen = maxlen
         self.write_lock = threading.RLock()
         self.dropped = 0
+        self._drop_logged_at: float | None = None
         self.quarantined: Path | None = None
         self._db: sqlite3.Connection | None = self._open()
         self._count = self._scalar("SELECT COUNT(*) FROM entries")
@@ -97,10 +99,12 @@ class Storage:
             if check != "ok":
                 db.close()
                 raise sqlite3.DatabaseError(check)
-            return db
         except sqlite3.DatabaseError as exc:
             self._quarantine(f"damaged database ({exc})")
-            return self._connect(str(self.path))
+            db = self._connect(str(self.path))
+        # the database and its WAL file now exist: make their directory entries durable too
+        _fsync_dir(self.path.parent)
+        return db
 
     @staticmethod
     def _connect(target: str) -> sqlite3.Connection:
@@ -219,13 +223,17 @@ class Storage:
         self._conn().execute("DELETE FROM entries WHERE id IN (SELECT id FROM entries ORDER BY id LIMIT ?)", (excess,))
         self._count -= excess
         self.dropped += excess
-        logger.warning(
-            "storage %s: limit of %d entries reached, dropped the %d oldest (%d dropped in total)",
-            self.storage_id,
-            self.maxlen,
-            excess,
-            self.dropped,
-        )
+        now = time.monotonic()
+        if self._drop_logged_at is None or now - self._drop_logged_at >= DROP_LOG_INTERVAL:
+            # once a minute at most: a full store drops on every append
+            self._drop_logged_at = now
+            logger.warning(
+                "storage %s: limit of %d entries reached, dropped the %d oldest (%d dropped in total)",
+                self.storage_id,
+                self.maxlen,
+                excess,
+                self.dropped,
+            )
 
     # -- uun-iot API -----------------------------------------------------------------------------
 

@@ -51,7 +51,8 @@ RequestResult = tuple[requests.Response | None, "TokenError | requests.RequestEx
 
 _GATEWAY_PATTERN = r"^(https?://)?[A-Za-z0-9._~%\-\[\]:]+/?$"
 _NAME = {"type": "string", "minLength": 1, "pattern": r"^[^/\s]+$"}
-_SECRET = {"type": "string", "minLength": 1}
+# writeOnly marks secrets: whoever reports a validation error must not print their value.
+_SECRET = {"type": "string", "minLength": 1, "writeOnly": True}
 _TIMEOUT = {"type": "number", "exclusiveMinimum": 0, "maximum": 600}
 
 UUAPP_SCHEMA: dict[str, Any] = {
@@ -91,7 +92,7 @@ UUAPP_SCHEMA: dict[str, Any] = {
                 "uuAppName": _NAME,
                 "awid": _NAME,
                 "clientId": {"type": "string"},
-                "clientSecret": {"type": "string"},
+                "clientSecret": {"type": "string", "writeOnly": True},
                 "uuCmd": {"type": "string", "minLength": 1},
                 "tokenPath": {"type": "string", "minLength": 1},
                 "timeout": _TIMEOUT,

@@ -109,7 +109,7 @@ def parse_document(doc: Mapping[str, Any], device_type: DeviceType) -> dict[str,
 
 def update_document(changes: Mapping[str, Any]) -> dict[str, Any]:
     """The ``desired`` shadow document for HVAC attribute changes. Supported names:
-    ``target_temperature`` (°C, sent as int ×100) and ``system_mode`` (sent as int).
+    ``target_temperature`` (°C, sent as an int of hundredths) and ``system_mode`` (sent as int).
     Raises ValueError for any other name or an empty change set."""
     props: dict[str, int] = {}
     for name, value in changes.items():

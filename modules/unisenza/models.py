@@ -295,7 +295,7 @@ class HvacDevice(Device[HvacAttributes]):
         """The serial number, when reported (some models lack it: use the EUID)."""
         return self._attributes.serial_number
 
-    def validate_target_temperature(self, value: float) -> float:
+    def validate_target_temperature(self, value: float | str) -> float:
         """``value`` rounded to the 0.5 °C step; raises ValueError outside [min_temp, max_temp]
         (5-30 °C when the device did not report limits) or when not a finite number."""
         try:

@@ -349,8 +349,10 @@ class Unisenza(Module):
         section = self._section()
         old = self._section_seen
         self._section_seen = section
-        connection_keys = ("username", "password", "passwordFile", "endpoints", "requestTimeout",
-                           "unavailableAfter", "thingsPerConnection", "reconnectDelay", "httpTimeout")  # fmt: skip
+        connection_keys = (
+            "username", "password", "passwordFile", "endpoints", "requestTimeout", "unavailableAfter",
+            "thingsPerConnection", "reconnectDelay", "httpTimeout",
+        )  # fmt: skip
         with self._lock:
             if any(old.get(k) != section.get(k) for k in connection_keys):
                 self._reconnect = True

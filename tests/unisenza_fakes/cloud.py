@@ -15,13 +15,15 @@ test CA's server certificate:
   ``reported`` update afterwards.
 
 Tests steer it with ``POST /_fake/<op>`` (JSON in, JSON out): ``reset``, ``stats``, ``push``,
-``silence``, ``reject_update``, ``drop``, ``set``, ``revoke_refresh``, ``revoke_credentials``, ``delete_shadow``, ``shadow``.
+``silence``, ``reject_update``, ``drop``, ``set``, ``revoke_refresh``, ``revoke_credentials``,
+``delete_shadow``, ``shadow``.
 On start it prints one JSON line ``{"http_port": .., "front_port": ..}`` to stdout.
 """
 
 from __future__ import annotations
 
 import base64
+import contextlib
 import copy
 import datetime as dt
 import hmac
@@ -174,11 +176,11 @@ def initiate_auth(state: State, body: dict[str, Any]) -> dict[str, Any]:
     params = body.get("AuthParameters") or {}
     with state.lock:
         if body.get("AuthFlow") == "REFRESH_TOKEN_AUTH":
-            user = state.refresh_tokens.get(params.get("REFRESH_TOKEN", ""))
-            if user is None:
+            owner = state.refresh_tokens.get(params.get("REFRESH_TOKEN", ""))
+            if owner is None:
                 raise CognitoFault("NotAuthorizedException", "Invalid Refresh Token")
             state.stats["refreshes"] += 1
-            return {"AuthenticationResult": state.issue_tokens(user, refresh=False)}
+            return {"AuthenticationResult": state.issue_tokens(owner, refresh=False)}
         if body.get("AuthFlow") != "USER_SRP_AUTH":
             raise CognitoFault("InvalidParameterException", "unsupported flow")
         username = params.get("USERNAME", "")
@@ -520,6 +522,7 @@ class Front:
     @staticmethod
     def _pipe(conn: ssl.SSLSocket, backend: socket.socket) -> None:
         while True:
+            readable: list[Any]
             if conn.pending():
                 readable = [conn]
             else:
@@ -539,10 +542,8 @@ class Front:
         with self.state.lock:
             backends = list(self.backends)
         for backend in backends:
-            try:
+            with contextlib.suppress(OSError):
                 backend.shutdown(socket.SHUT_RDWR)
-            except OSError:
-                pass
         return len(backends)
 
 
