@@ -216,6 +216,15 @@ def test_third_party_module_discovered_by_entry_point(tmp_path: Path, monkeypatc
         Gateway({"gateway": {"moduleTimers": {"acmeProbes": 5}}})
 
 
+def test_module_checks_its_own_section_at_construction() -> None:
+    class Probe(Module):
+        config_schema = {"type": "object", "properties": {"gain": {"type": "integer", "description": "an integer"}}}
+
+    with pytest.raises(ConfigError, match=r'gateway\.probe\.gain: "x" has the wrong type; expected an integer'):
+        Probe({"probe": {"gain": "x"}})
+    assert Probe({"probe": {"gain": 3}})._c("gain") == 3
+
+
 def test_duplicate_module_ids_are_refused() -> None:
     with pytest.raises(ModuleLoadError, match="two modules with the id 'first'"):
         Gateway({}, lambda c, u: [First({}, []), First({}, [])])

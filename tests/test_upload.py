@@ -151,24 +151,34 @@ def test_binary_entries_go_multipart_in_order(fake: FakeUuApp, tmp_path: Path) -
     assert [i["id"] for i in records[2].dto["data"]] == [4]
 
 
-def test_missing_source_and_missing_uuapp_keep_data(tmp_path: Path, caplog: Any) -> None:
+def test_without_uuapp_data_is_kept_and_warned_once(tmp_path: Path, caplog: Any) -> None:
     config = {
         "gateway": {
             "storageDir": str(tmp_path),
             "moduleTimers": {"sensor": 3600, "upload": 3600},
-            "upload": {"sources": {"sensor": {"uuCmd": UPLOAD}, "ghost": {"uuCmd": UPLOAD}}},
+            "upload": {"sources": {"sensor": {"uuCmd": UPLOAD}}},
         }
     }
     with caplog.at_level(logging.WARNING), running(config, start=False) as (_, sensor, upload):
         sensor.storage.append({"n": 0})
         upload.drain()
         upload.drain()
-        assert upload.send_batch("ghost") is False
-        assert upload.send_batch("ghost") is False
+        assert upload.send_batch("sensor") is False
         assert len(sensor.storage) == 1
-    messages = [r.getMessage() for r in caplog.records]
-    assert sum("no uuApp configured" in m for m in messages) == 1
-    assert sum("'ghost' is not a loaded module" in m for m in messages) == 1
+    assert [r.getMessage() for r in caplog.records] == ["no uuApp configured; stored entries are kept, not uploaded"]
+
+
+def test_unknown_source_is_skipped_and_warned_once(fake: FakeUuApp, tmp_path: Path, caplog: Any) -> None:
+    config = upload_config(fake, tmp_path)
+    config["gateway"]["upload"]["sources"] = {"ghost": {"uuCmd": UPLOAD}, "sensor": {"uuCmd": UPLOAD}}
+    with caplog.at_level(logging.WARNING), running(config, start=False) as (_, sensor, upload):
+        sensor.storage.append({"n": 0})
+        upload.drain()
+        upload.drain()
+        assert len(sensor.storage) == 0
+    assert [r.getMessage() for r in caplog.records] == [
+        "upload source 'ghost' is not a loaded module with a storage; skipped"
+    ]
 
 
 def test_outage_every_reading_arrives_in_order(tmp_path: Path) -> None:

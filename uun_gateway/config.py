@@ -170,6 +170,12 @@ def validate(config: Any, schema: dict[str, Any]) -> list[str]:
     return [_describe(error) for error in errors]
 
 
+def validate_section(module_id: str, section: Any, schema: dict[str, Any]) -> list[str]:
+    """Every problem of a module's section ``gateway.<module_id>`` against its schema."""
+    wrapped = {"type": "object", "properties": {"gateway": {"type": "object", "properties": {module_id: schema}}}}
+    return validate({"gateway": {module_id: section}}, wrapped)
+
+
 def load_config(path: str | os.PathLike[str]) -> dict[str, Any]:
     """Read a JSON config file. Raises :class:`ConfigError` naming the file (and line) on failure."""
     source = str(path)

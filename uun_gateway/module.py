@@ -8,6 +8,8 @@ import time
 from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING, Any, ClassVar
 
+from .config import validate_section
+from .errors import ConfigError
 from .storage import Storage
 
 if TYPE_CHECKING:
@@ -67,7 +69,8 @@ class Module:
       used when ``gateway.moduleTimers.<id>`` does not name them.
 
     Set by the gateway that loads the module: ``gateway`` (None outside a gateway). ``stats`` holds
-    the module's counters. Constructing a module does no I/O; the storage is opened on first use.
+    the module's counters. Constructing a module does no I/O (the storage is opened on first use);
+    it raises :class:`ConfigError` when its section does not match ``config_schema``.
     """
 
     id: ClassVar[str] = "module"
@@ -81,6 +84,10 @@ class Module:
 
     def __init__(self, config: Mapping[str, Any] | None = None, uuclient: UuAppClient | None = None) -> None:
         self._config: Mapping[str, Any] = config if config is not None else {}
+        if self.config_schema is not None and self.id in self._config:
+            errors = validate_section(self.id, self._config[self.id], self.config_schema)
+            if errors:
+                raise ConfigError(errors)
         self.uuclient = uuclient
         self.gateway: Gateway | None = None
         self.stats = ModuleStats()

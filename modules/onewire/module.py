@@ -19,8 +19,7 @@ from collections.abc import Callable
 from contextlib import ExitStack
 from typing import Any, ClassVar
 
-from uun_gateway import ConfigError, Module, on
-from uun_gateway.config import validate
+from uun_gateway import Module, on
 
 from .connection import OwnetError, OwServer, OwSession, ServerAddress, ServerUnavailable
 from .families import properties_for
@@ -75,17 +74,6 @@ class OneWire(Module):
 
     def _load_settings(self) -> Settings:
         section = self._config.get(self.id, {})
-        # The gateway validates built-in modules before constructing them, but not modules handed
-        # to it by module_init; a bad section must not surface as a TypeError deep inside.
-        errors = validate(
-            {"gateway": {self.id: section}},
-            {
-                "type": "object",
-                "properties": {"gateway": {"type": "object", "properties": {self.id: SCHEMA}}},
-            },
-        )
-        if errors:
-            raise ConfigError(errors)
         return Settings.from_config(section)
 
     def _apply_settings(self) -> None:
