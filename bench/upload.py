@@ -25,9 +25,10 @@ from typing import Any
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from uun_gateway.modules.upload import Upload  # noqa: E402
+
 from tests.fake_uuapp import FakeUuApp  # noqa: E402
 from uun_gateway import Gateway, Module  # noqa: E402
-from uun_gateway.modules.upload import Upload  # noqa: E402
 
 
 class Backlog(Module):
@@ -41,7 +42,7 @@ def serve() -> None:
     with FakeUuApp() as fake:
         print(fake.port, flush=True)
         sys.stdin.read()
-        ids = set()
+        ids: set[int] = set()
         for record in fake.for_cmd("gateway/upload", ok_only=True):
             ids.update(item["id"] for item in record.dto["data"])
         print(len(ids), flush=True)

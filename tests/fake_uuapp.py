@@ -99,6 +99,7 @@ class _Handler(BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"
     server: _Server
     timeout = 30
+    disable_nagle_algorithm = True  # headers and body go out in two writes; don't wait for a delayed ACK
 
     def log_message(self, format: str, *args: Any) -> None:
         pass
@@ -117,6 +118,9 @@ class _Handler(BaseHTTPRequestHandler):
         parts = urlsplit(self.path)
         length = int(self.headers.get("Content-Length") or 0)
         raw = self.rfile.read(length) if length else b""
+        if len(raw) < length:  # the client went away mid-request: nothing to act on
+            self.close_connection = True
+            return
         segments = parts.path.strip("/").split("/", 2)
         if len(segments) < 3:
             self._reply(404, {"uuAppErrorMap": {"fake/not-found": {}}})

@@ -66,6 +66,16 @@ def test_malformed_config_names_path_and_expectation(config: Any, path: str, wor
     assert any(word in e for e in matching), f"{word!r} not in {matching}"
 
 
+@pytest.mark.parametrize("code", [987654321, ""])
+def test_secret_values_are_not_printed(code: object) -> None:
+    thing = {"uuIdentity": "1-2", "accessCode1": code, "accessCode2": "s3cr3t-two"}
+    with pytest.raises(ConfigError) as info:
+        Gateway({"uuApp": UUAPP, "uuThing": thing})
+    text = str(info.value)
+    assert "uuThing.accessCode1: <secret>" in text
+    assert "987654321" not in text and "s3cr3t-two" not in text
+
+
 def test_empty_config_is_valid() -> None:
     gateway = Gateway({})
     assert gateway.modules == [] and gateway.config == {"gateway": {}}

@@ -5,6 +5,7 @@ SigV4-verifying front, shadow service). Nothing leaves 127.0.0.1."""
 from __future__ import annotations
 
 import dataclasses
+import datetime as dt
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -177,6 +178,49 @@ def test_populate_and_refresh_all(make_client: Callable[..., Client], cloud: Fak
     assert cloud.stats()["front_accepted"] == 2  # one connection per gateway
 
 
+def test_rediscovery_keeps_devices_and_connections_of_unchanged_gateways(
+    make_client: Callable[..., Client], cloud: FakeCloud
+) -> None:
+    client = make_client()
+    devices = [device for _, device in client.get_devices()]
+    connections = client.connections()
+    client.populate_devices()
+    assert [device for _, device in client.get_devices()] == devices
+    assert all(a is b for a, b in zip(client.connections(), connections, strict=True))
+    assert cloud.stats()["front_accepted"] == 2
+
+
+def test_rediscovery_adds_a_new_thermostat_and_reconnects_its_gateway(
+    make_client: Callable[..., Client], cloud: FakeCloud
+) -> None:
+    client = make_client()
+    old_gw1, old_gw2 = client.connections()
+    _, living = client.find_device("T1")
+    properties = {"ep1:sTherS:LocalTemperature_x100": "2400", "ep1:sTherS:RunningMode": 0}
+    cloud.control(
+        "add_thermostat",
+        gateway="GW1",
+        thermostat={"id": "new-id", "device_code": "T5", "name": "Attic", "properties": properties},
+    )
+    client.populate_devices()
+    assert [d.get_device_code() for _, d in client.get_devices()] == ["GW1", "T1", "T2", "T3", "T5", "GW2", "T4"]
+    assert client.find_device("T1")[1] is living  # existing objects (and their subscribers) are kept
+    new_gw1, new_gw2 = client.connections()
+    assert new_gw2 is old_gw2 and new_gw1 is not old_gw1 and "T5" in new_gw1.things
+    wait_for(client.is_connected, timeout=10)
+    _, attic = client.find_device("Attic")
+    attic.refresh()
+    assert isinstance(attic, HvacDevice)
+    assert attic.get_current_temperature() == 24.0 and attic.get_system_mode() is SystemMode.OFF
+
+
+def test_an_account_without_gateways(cloud: FakeCloud) -> None:
+    with create_client("empty@example.com", PASSWORD, cloud.endpoints(), FAST, connect_timeout=5) as client:
+        assert client.get_gateways() == [] and list(client.get_devices()) == []
+        client.refresh_all_devices()
+    assert cloud.stats()["front_accepted"] == 0
+
+
 def test_a_refused_rest_token_is_an_authentication_error(cloud: FakeCloud) -> None:
     endpoints = dataclasses.replace(cloud.endpoints(), company="someone-else")
     auth = CognitoAuth(USERNAME, PASSWORD, endpoints, timeout=5)
@@ -310,7 +354,7 @@ def test_forged_signature_is_refused_and_retried_with_fresh_credentials(cloud: F
         fresh_flags.append(fresh)
         real = auth.credentials(identity)
         fake = sigv4.AwsCredentials(real.access_key_id, "not-the-secret", real.session_token, real.expiration)
-        when = sigv4.dt.datetime.now(sigv4.dt.UTC)
+        when = dt.datetime.now(dt.UTC)
         signed: dict[str, str] = sigv4.sign_ws_headers(headers, "/mqtt", fake, "eu-central-1", when)
         return signed
 
@@ -380,9 +424,7 @@ def test_create_client_is_ready_and_closes_on_exit(cloud: FakeCloud) -> None:
         create_client(USERNAME, "wrong", cloud.endpoints(), FAST, connect_timeout=10)
 
 
-def test_broker_restart_marks_unavailable_then_reconnects_and_resubscribes(
-    ca: CertFiles, tmp_path: Path
-) -> None:
+def test_broker_restart_marks_unavailable_then_reconnects_and_resubscribes(ca: CertFiles, tmp_path: Path) -> None:
     env = CloudEnv(ca, tmp_path)
     options = dataclasses.replace(FAST, unavailable_after=0.3, request_timeout=2.0)
     auth = CognitoAuth(USERNAME, PASSWORD, env.cloud.endpoints(), timeout=5)
@@ -408,6 +450,33 @@ def test_broker_restart_marks_unavailable_then_reconnects_and_resubscribes(
         wait_for(lambda: recorder.seen("T1", available=True), timeout=5)
         env.cloud.control("push", thing="T1", properties={"ep1:sTherS:LocalTemperature_x100": "1950"})
         wait_for(lambda: living.get_current_temperature() == 19.5, timeout=5)
+    finally:
+        client.close()
+        env.close()
+
+
+def test_a_refused_subscription_keeps_the_connection_not_ready(
+    ca: CertFiles, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    readable = "".join(f"topic read $aws/things/{thing}/shadow/#\n" for thing in ("GW1", "T1", "T2", "GW2", "T4"))
+    acl = (
+        "topic readwrite $aws/things/+/shadow/get\ntopic readwrite $aws/things/+/shadow/update\n"
+        f"topic write $aws/things/+/shadow/+/+\n{readable}"  # T3's reply topics may not be subscribed
+    )
+    env = CloudEnv(ca, tmp_path, broker_acl=acl)
+    client = Client(CognitoAuth(USERNAME, PASSWORD, env.cloud.endpoints(), timeout=5), FAST)
+    try:
+        client.login()
+        client.populate_devices()
+        gw1, gw2 = client.connections()
+        client.connect(0)
+        assert gw2.wait_ready(10)  # the other gateway's connection is fine
+        wait_for(lambda: "subscription for T3 refused" in caplog.text, timeout=10)
+        assert not gw1.ready and not client.is_connected()
+        gateway, living = client.find_device("T1")
+        with pytest.raises(ClientError, match="not connected"):
+            client.refresh_device_state(gateway, living)
+        client.refresh_device_state(*client.find_device("T4"))
     finally:
         client.close()
         env.close()

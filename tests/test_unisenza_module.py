@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import argparse
 import json
 import logging
 from collections.abc import Iterator
@@ -14,7 +13,7 @@ from uun_gateway.modules.unisenza.module import Unisenza
 
 from tests.conftest import free_port, wait_for
 from tests.unisenza_fakes import MOSQUITTO, PASSWORD, USERNAME, FakeCloud, fixtures
-from uun_gateway import ConfigError, Gateway
+from uun_gateway import ConfigError, Gateway, cli
 
 # The double's fixtures, shared with the other unisenza test module.
 ca, shared_env, cloud = fixtures.ca, fixtures.shared_env, fixtures.cloud
@@ -54,8 +53,11 @@ def config_for(tmp_path: Path, section: dict[str, Any]) -> dict[str, Any]:
 def run_gateway() -> Iterator[Any]:
     gateways: list[Gateway] = []
 
-    def run(config: dict[str, Any]) -> tuple[Gateway, Unisenza]:
-        gateway = Gateway(config, lambda cfg, uuclient: Unisenza(cfg["gateway"], uuclient))
+    def run(config: dict[str, Any], entry_point: bool = False) -> tuple[Gateway, Unisenza]:
+        if entry_point:  # as `uun-gateway run` loads it: enabled by its config section
+            gateway = Gateway(config)
+        else:
+            gateway = Gateway(config, lambda cfg, uuclient: Unisenza(cfg["gateway"], uuclient))
         gateways.append(gateway)
         gateway.start()
         module = gateway.modules[0]
@@ -98,6 +100,11 @@ def test_readings_and_setpoints_from_config_and_remote_update(
     wait_for(lambda: (latest(module, "T3") or {}).get("mode") == "off", timeout=15)
     assert cloud.stats()["updates"] == {"T2": 1, "T3": 1}  # the unchanged Kitchen setpoint was not resent
 
+    old_client = module.client
+    assert gateway.reconfigure(config_for(tmp_path, dict(new_section, requestTimeout=4)))
+    wait_for(lambda: module.client not in (None, old_client) and module.client.is_connected(), timeout=15)
+    assert cloud.stats()["logins"] == 2  # a changed connection setting logs in and connects again
+
 
 def test_refused_password_is_not_retried_in_a_loop(
     cloud: FakeCloud, tmp_path: Path, run_gateway: Any, caplog: pytest.LogCaptureFixture
@@ -118,7 +125,7 @@ def test_refused_password_is_not_retried_in_a_loop(
 def test_unreachable_cloud_does_not_block_start(tmp_path: Path, run_gateway: Any, cloud: FakeCloud) -> None:
     section = section_for(cloud, tmp_path)
     section["endpoints"] = dict(section["endpoints"], idpUrl=f"https://127.0.0.1:{free_port()}/")
-    gateway, module = run_gateway(config_for(tmp_path, section))
+    gateway, module = run_gateway(config_for(tmp_path, section), entry_point=True)
     wait_for(lambda: module.last_error is not None and "cloud unreachable" in module.last_error, timeout=10)
     assert gateway.runev.is_set() and module.client is None
 
@@ -131,9 +138,7 @@ def test_unreachable_cloud_does_not_block_start(tmp_path: Path, run_gateway: Any
         ({"requestTimeout": -1}, "gateway.unisenza.requestTimeout"),
     ],
 )
-def test_config_errors_name_the_path(
-    tmp_path: Path, cloud: FakeCloud, change: dict[str, Any], path: str
-) -> None:
+def test_config_errors_name_the_path(tmp_path: Path, cloud: FakeCloud, change: dict[str, Any], path: str) -> None:
     section = section_for(cloud, tmp_path, **change)
     section = {k: v for k, v in section.items() if v is not None}
     with pytest.raises(ConfigError) as info:
@@ -145,10 +150,8 @@ def test_config_errors_name_the_path(
 
 
 def run_cli(argv: list[str]) -> int:
-    parser = argparse.ArgumentParser(prog="uun-gateway")
-    Unisenza.register_cli(parser.add_subparsers(dest="command", required=True))
-    args = parser.parse_args(argv)
-    return int(args.func(args))
+    """``uun-gateway ARGV``: the real command line, which finds the module by its entry point."""
+    return cli.main(argv)
 
 
 def test_cli_list_and_set(
@@ -163,12 +166,7 @@ def test_cli_list_and_set(
     assert "GW1  Home gateway  gateway  available" in out
     assert "  T1  Living room  current 21.35°C  target 20.5°C  mode heat  idle  available" in out
 
-    assert (
-        run_cli(
-            ["unisenza", "set", "Kitchen", "--temperature", "23", "--mode", "off", "-c", str(config_file)]
-        )
-        == 0
-    )
+    assert run_cli(["unisenza", "set", "Kitchen", "--temperature", "23", "--mode", "off", "-c", str(config_file)]) == 0
     assert "T2 (Kitchen): target_temperature 23.0, system_mode off accepted" in capsys.readouterr().out
     desired = cloud.control("shadow", thing="T2")["desired"]["11"]["properties"]
     assert desired == {"ep1:sTherS:SetHeatingSetpoint_x100": 2300, "ep1:sTherS:SetSystemMode": 0}

@@ -96,10 +96,7 @@ def test_srp_rejects_a_degenerate_server_value() -> None:
 def test_cognito_timestamp_is_english_unpadded_utc() -> None:
     cest = dt.timezone(dt.timedelta(hours=2))
     assert srp.cognito_timestamp(dt.datetime(2024, 1, 5, 9, 4, 7, tzinfo=UTC)) == SRP_TIMESTAMP
-    assert (
-        srp.cognito_timestamp(dt.datetime(2026, 11, 23, 0, 30, 0, tzinfo=cest))
-        == "Sun Nov 22 22:30:00 UTC 2026"
-    )
+    assert srp.cognito_timestamp(dt.datetime(2026, 11, 23, 0, 30, 0, tzinfo=cest)) == "Sun Nov 22 22:30:00 UTC 2026"
 
 
 # -- SigV4 ----------------------------------------------------------------------------------------
@@ -245,9 +242,7 @@ def test_update_document_uses_the_write_keys() -> None:
     assert doc == {
         "state": {
             "desired": {
-                "11": {
-                    "properties": {"ep1:sTherS:SetHeatingSetpoint_x100": 2150, "ep1:sTherS:SetSystemMode": 0}
-                }
+                "11": {"properties": {"ep1:sTherS:SetHeatingSetpoint_x100": 2150, "ep1:sTherS:SetSystemMode": 0}}
             }
         }
     }

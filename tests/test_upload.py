@@ -249,7 +249,7 @@ def test_sigkill_during_uploads_loses_no_appended_reading(fake: FakeUuApp, tmp_p
         with out.open("w") as stdout:
             child = subprocess.Popen([sys.executable, "-c", CRASH_CHILD, json.dumps(config)], cwd=root, stdout=stdout)
             try:
-                wait_for(lambda: child.poll() is not None or len(fake.for_cmd(UPLOAD)) >= before + 2)  # noqa: B023
+                wait_for(lambda: child.poll() is not None or len(fake.for_cmd(UPLOAD)) >= before + 2, 30)  # noqa: B023
                 assert child.poll() is None, "the gateway process died"
                 fake.wait_for(lambda: False, timeout=rng.uniform(0.0, 0.2))  # kill at a random moment
             finally:

@@ -460,3 +460,25 @@ def test_no_secret_in_logs_or_exceptions(tmp_path: Path, caplog: pytest.LogCaptu
     assert "HTTP 503" in text  # the failures were logged at all
     for secret in secrets:
         assert secret not in text
+
+
+def test_threads_waiting_on_a_failing_grant_share_its_failure(tmp_path: Path) -> None:
+    with FakeUuApp(slow_delay=3.0) as fake:
+        fake.fault("slow", "oidc/grantToken", count=10)
+        barrier = threading.Barrier(4)
+        results: list[object] = []
+        with client_for(fake, tmp_path, timeout=0.4) as client:
+
+            def worker() -> None:
+                barrier.wait()
+                results.append(client.post(UPLOAD, {})[1])
+
+            started = time.monotonic()
+            threads = [threading.Thread(target=worker) for _ in range(4)]
+            for t in threads:
+                t.start()
+            for t in threads:
+                t.join()
+            elapsed = time.monotonic() - started
+    assert all(isinstance(exc, TokenError) for exc in results) and len(results) == 4
+    assert elapsed < 1.2  # one timeout, not four in a row

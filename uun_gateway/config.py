@@ -133,14 +133,17 @@ def _describe(outer: jsonschema.ValidationError) -> str:
     path = json_path(error.absolute_path)
     expected = _expected(error) or _expected(outer)
     schema = error.schema if isinstance(error.schema, dict) else {}
-    value = json.dumps(error.instance)
+    secret = bool(schema.get("writeOnly"))
+    value = "<secret>" if secret else json.dumps(error.instance)
     if len(value) > 60:
         value = value[:57] + "..."
     if error.validator == "additionalProperties" and error.validator_value is False:
         allowed = sorted(schema.get("properties", {}))
         extra = sorted(set(cast(dict[str, Any], error.instance)) - set(allowed))
         return "; ".join(_unknown_key(path, key, allowed) for key in extra)
-    if error.validator in ("oneOf", "anyOf") or expected is None:
+    if secret:
+        message = f"{value} has the wrong type" if error.validator == "type" else f"{value} is not valid"
+    elif error.validator in ("oneOf", "anyOf") or expected is None:
         message = error.message if expected is None else f"{value} is not valid"
     elif error.validator == "type":
         message = f"{value} has the wrong type"

@@ -309,7 +309,8 @@ class Gateway(AbstractContextManager["Gateway"]):
             logger.info("gateway started: %d module(s), %d timer(s)", len(self._modules), len(self._timers))
 
     def stop(self) -> None:
-        """Stop timers, run stop handlers (reverse module order), close storages. Idempotent.
+        """Stop timers, run stop handlers (reverse module order), close storages and the uuApp
+        client's connections. Idempotent.
 
         Returns within ``gateway.stopTimeout`` seconds (plus the storage close); a handler still
         running then is logged and abandoned (its thread is a daemon).
@@ -337,6 +338,8 @@ class Gateway(AbstractContextManager["Gateway"]):
             for loaded in self._modules:
                 if isinstance(loaded.module, Module):
                     loaded.module.close_storage()
+            if self.uuapp_client is not None:
+                self.uuapp_client.close()
             logger.info("gateway stopped")
         finally:
             with self._lock:

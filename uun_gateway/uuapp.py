@@ -211,27 +211,23 @@ class UuAppClient:
     ) -> None:
         self._config = copy.deepcopy(dict(config))
         app = self._config.get("uuApp") or {}
-        errors: list[str] = []
-        for key in ("gateway", "uuAppName", "awid"):
-            if not isinstance(app.get(key), str) or not app.get(key):
-                errors.append(f"uuApp.{key}: missing or not a non-empty string")
         oidc = self._config.get("oidcGrantToken")
         thing = self._config.get("uuThing")
+        errors = _section_errors("uuApp", app, ("gateway", "uuAppName", "awid"))
         if oidc is not None:
-            for key in ("gateway", "uuAppName", "awid", "uuCmd", "tokenPath"):
-                if not isinstance(oidc.get(key), str) or not oidc.get(key):
-                    errors.append(f"oidcGrantToken.{key}: missing or not a non-empty string")
-            if not isinstance(thing, Mapping):
+            errors += _section_errors("oidcGrantToken", oidc, ("gateway", "uuAppName", "awid", "uuCmd", "tokenPath"))
+            if thing is None:
                 errors.append("uuThing: required when oidcGrantToken is configured")
             else:
-                for key in ("accessCode1", "accessCode2"):
-                    if not isinstance(thing.get(key), str):
-                        errors.append(f"uuThing.{key}: missing or not a string")
-        try:
-            self._app_base = base_url(app["gateway"]) if not errors else ""
-            self._oidc_base = base_url(oidc["gateway"]) if oidc is not None and not errors else ""
-        except ValueError as exc:
-            errors.append(f"gateway: {exc}")
+                errors += _section_errors("uuThing", thing, ("accessCode1", "accessCode2"))
+        self._app_base = self._oidc_base = ""
+        for section, attr in (("uuApp", "_app_base"), ("oidcGrantToken", "_oidc_base")):
+            value = self._config.get(section)
+            if not errors and isinstance(value, Mapping):
+                try:
+                    setattr(self, attr, base_url(value["gateway"]))
+                except ValueError as exc:
+                    errors.append(f"{section}.gateway: {exc}")
         if errors:
             raise ConfigError(errors)
 
@@ -256,6 +252,7 @@ class UuAppClient:
         self._fn_token_request = fn_token_request
         self._token: _Token | None = None
         self._cache_checked = False
+        self._grant_failure: tuple[float, TokenError] | None = None
         self._token_lock = threading.Lock()
         self._local = threading.local()
         self._sessions: list[requests.Session] = []
@@ -313,17 +310,27 @@ class UuAppClient:
         Returns False when nothing had to be granted (auth disabled, or the held/cached token is
         still valid), True when a new token was obtained and cached. Blocks up to the OIDC timeout.
         Raises :class:`TokenError` on network or response trouble and :class:`TokenCommandError`
-        when the server refuses the grant.
+        when the server refuses the grant. Callers that waited while another thread's grant failed
+        get that failure at once instead of waiting for a timeout of their own.
         """
         if self._oidc is None:
             return False
+        arrived = _monotonic()
         with self._token_lock:
             if not self._cache_checked:
                 self._cache_checked = True
                 self._token = self._load_cache()
             if not self.is_token_expired():
                 return False
-            self._token = self._grant()
+            failure = self._grant_failure
+            if failure is not None and failure[0] >= arrived:
+                raise failure[1]
+            try:
+                self._token = self._grant()
+            except TokenError as exc:
+                self._grant_failure = (_monotonic(), exc)
+                raise
+            self._grant_failure = None
             self.grants += 1
             self._store_cache(self._token)
             return True
@@ -676,6 +683,17 @@ def encode_multipart(dto: Mapping[str, Any]) -> MultipartEncoder:
         else:
             fields[key] = json.dumps(value)
     return MultipartEncoder(fields=fields)
+
+
+def _section_errors(name: str, section: Any, keys: tuple[str, ...]) -> list[str]:
+    """Problems of a config section that must be an object with these non-empty string keys."""
+    if not isinstance(section, Mapping):
+        return [f"{name}: expected an object"]
+    return [
+        f"{name}.{key}: missing or not a non-empty string"
+        for key in keys
+        if not isinstance(section.get(key), str) or not section.get(key)
+    ]
 
 
 def _check_dto(dto_in: Any) -> None:

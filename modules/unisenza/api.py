@@ -28,9 +28,7 @@ class ServiceApi:
     refreshed tokens and then raises AuthenticationError. Other failures raise ClientError.
     """
 
-    def __init__(
-        self, auth: CognitoAuth, *, session: requests.Session | None = None, timeout: float = 10.0
-    ) -> None:
+    def __init__(self, auth: CognitoAuth, *, session: requests.Session | None = None, timeout: float = 10.0) -> None:
         self._auth = auth
         self._session = session or requests.Session()
         self._own_session = session is None

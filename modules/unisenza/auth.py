@@ -244,9 +244,7 @@ class CognitoAuth:
             cached = self._credentials.get(identity_id)
             if cached is not None and cached.expiration is not None:
                 obtained = self._credentials_obtained[identity_id]
-                if self._clock() < cached.expiration - _margin(
-                    obtained, cached.expiration, self._refresh_margin
-                ):
+                if self._clock() < cached.expiration - _margin(obtained, cached.expiration, self._refresh_margin):
                     return cached
             try:
                 creds = self._fetch_credentials(identity_id, self.tokens())

@@ -67,9 +67,7 @@ def print_devices(client: Client, out: TextIO) -> None:
     """One line per gateway, one indented line per thermostat."""
     for gateway in client.get_gateways():
         g = gateway.get_attributes()
-        print(
-            f"{g.device_code}  {g.name}  gateway  {'available' if g.available else 'unavailable'}", file=out
-        )
+        print(f"{g.device_code}  {g.name}  gateway  {'available' if g.available else 'unavailable'}", file=out)
         for device in gateway.get_children():
             a = device.get_attributes()
             print(

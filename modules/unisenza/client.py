@@ -3,9 +3,9 @@
 Threads: one paho network thread per :class:`~.shadow.ShadowConnection` (one per cloud
 gateway, more when a gateway has more things than ``things_per_connection``), plus one worker
 thread that runs subscriber callbacks, the refresh after every (re)connect and the
-availability timeout. Public methods are thread-safe and may be called from any thread except
-a subscriber callback running in the worker *when they wait for a reply* (use them from your
-own thread); every blocking call is bounded by the request timeout.
+availability timeout. Public methods are thread-safe and may be called from any thread,
+subscriber callbacks included (a blocking call there only delays later notifications); every
+blocking call is bounded by the request timeout.
 """
 
 from __future__ import annotations
@@ -59,9 +59,7 @@ class Client:
     arguments (unknown attribute, value out of range).
     """
 
-    def __init__(
-        self, auth: CognitoAuth, options: ClientOptions | None = None, api: ServiceApi | None = None
-    ) -> None:
+    def __init__(self, auth: CognitoAuth, options: ClientOptions | None = None, api: ServiceApi | None = None) -> None:
         self._auth = auth
         self.options = options or ClientOptions()
         self._api = api or ServiceApi(auth, timeout=min(self.options.request_timeout, 30.0))
@@ -141,7 +139,7 @@ class Client:
         gateway.children = new_children
         new_things = [code, *(c.get_device_code() for c in new_children)]
         if code not in self._connections or old_things != new_things:
-            self._drop_connections(code)
+            self._drop_connections(code, keep_slot=True)
             self._create_connections(gateway, new_things)
 
     def _create_connections(self, gateway: Gateway, things: list[str]) -> None:
@@ -169,8 +167,13 @@ class Client:
                 conn.start()
         self._connections[gateway.get_device_code()] = conns
 
-    def _drop_connections(self, gateway_code: str) -> None:
-        for conn in self._connections.pop(gateway_code, []):
+    def _drop_connections(self, gateway_code: str, keep_slot: bool = False) -> None:
+        conns = self._connections.get(gateway_code, [])
+        if keep_slot:
+            self._connections[gateway_code] = []  # keeps the gateway's place in the order
+        else:
+            self._connections.pop(gateway_code, None)
+        for conn in conns:
             for thing in conn.things:
                 if self._thing_connection.get(thing) is conn:
                     del self._thing_connection[thing]
@@ -253,9 +256,7 @@ class Client:
 
     # -- refresh and update ------------------------------------------------------------------
 
-    def refresh_device_state(
-        self, gateway: Gateway, device: Device[Any], timeout: float | None = None
-    ) -> None:
+    def refresh_device_state(self, gateway: Gateway, device: Device[Any], timeout: float | None = None) -> None:
         """Ask the cloud for the device's shadow and wait until the reply has been applied to
         the model. Raises ClientError (not connected, rejected, no reply within the timeout)."""
         limit = self.options.request_timeout if timeout is None else timeout
@@ -375,8 +376,8 @@ class Client:
     def close(self) -> None:
         """Stop all connections (pending requests fail with ClientError), the worker thread and
         the HTTP sessions. Idempotent; returns after every thread of the client has ended
-        (bounded by paho's connect timeout when a connect is in progress). Must not be called
-        from a subscriber callback."""
+        (bounded by paho's connect timeout when a connect is in progress; called from a
+        subscriber callback it does not wait for the worker thread itself)."""
         with self._lock:
             if self._closed:
                 return

@@ -91,9 +91,7 @@ def parse_document(doc: Mapping[str, Any], device_type: DeviceType) -> dict[str,
     if "connected" in reported:
         connected = reported["connected"]
         changes["available"] = connected is True or str(connected).lower() == "true"
-    section, table = (
-        (HVAC_SECTION, HVAC_READ) if device_type is DeviceType.HVAC else (GATEWAY_SECTION, GATEWAY_READ)
-    )
+    section, table = (HVAC_SECTION, HVAC_READ) if device_type is DeviceType.HVAC else (GATEWAY_SECTION, GATEWAY_READ)
     block = reported.get(section)
     props = block.get("properties") if isinstance(block, Mapping) else None
     if isinstance(props, Mapping):

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import datetime as dt
+import logging
 import threading
 import time
 from collections.abc import Mapping
@@ -29,6 +30,7 @@ from .endpoints import Endpoints
 from .errors import AuthenticationError, ClientError
 from .models import HvacDevice, enum_name, parse_system_mode
 
+log = logging.getLogger(__name__)
 _IDLE_WAIT = 60.0  # the worker is woken by ticks and config updates; this only bounds re-discovery lag
 _NUMBER = {"type": "number", "exclusiveMinimum": 0, "description": "a number > 0 (seconds)"}
 _ENDPOINT_KEYS = (
@@ -105,6 +107,8 @@ def read_password(section: Mapping[str, Any], base: Path | None = None) -> str:
         if base is not None and not file.is_absolute():
             file = base / file
         try:
+            if file.stat().st_mode & 0o077:
+                log.warning("the password file %s is readable by other users; chmod 600 it", file)
             text = file.read_text()
         except OSError as exc:
             raise ClientError(f"cannot read the password file {file}: {exc.strerror}") from None
@@ -191,6 +195,8 @@ class Unisenza(Module):
         self._reconnect = False
         self._refresh_due = False
         self._ticks = 0
+        self._min_delay = self._max_delay = self._delay = 5.0
+        self._next_discovery = 0.0
         self._section_seen: Mapping[str, Any] = self._section()
         self._pending: dict[str, dict[str, Any]] = dict(self._c("setpoints", {}))
         self.last_error: str | None = None
@@ -209,43 +215,54 @@ class Unisenza(Module):
     def _run(self, evs: tuple[threading.Event, threading.Event]) -> None:
         runev, stopev = evs
         retry = self._c("retryDelay", {})
-        min_delay, max_delay = float(retry.get("min", 5.0)), float(retry.get("max", 300.0))
-        delay = min_delay
-        next_discovery = 0.0
+        self._min_delay, self._max_delay = float(retry.get("min", 5.0)), float(retry.get("max", 300.0))
+        self._delay = self._min_delay
         while runev.is_set() and not stopev.is_set() and not self._stopping:
-            wait = _IDLE_WAIT
-            if self._reconnect:
-                self._drop_client()
-            if self._client is None:
-                try:
-                    self._connect()
-                    delay = min_delay
-                    next_discovery = time.monotonic() + float(self._c("rediscoverEvery", 6 * 3600.0))
-                    self.last_error = None
-                except AuthenticationError as exc:
-                    self._note_error(f"login refused: {exc}")
-                    wait = float(self._c("authRetryDelay", 900.0))
-                except ClientError as exc:
-                    self._note_error(f"cloud unreachable: {exc}")
-                    wait, delay = delay, min(delay * 2, max_delay)
-            client = self._client
-            if client is not None:
-                if time.monotonic() >= next_discovery:
-                    next_discovery = time.monotonic() + float(self._c("rediscoverEvery", 6 * 3600.0))
-                    try:
-                        client.populate_devices()
-                    except ClientError as exc:
-                        self.logger.warning("re-discovery failed: %s", str(exc))
-                if self._refresh_due:
-                    self._refresh_due = False
-                    try:
-                        client.refresh_all_devices()
-                    except ClientError as exc:
-                        self.logger.warning("%s", str(exc))
-                if not self._apply_setpoints(client):
-                    wait = min(wait, min_delay)
-            self._wake.wait(wait)
             self._wake.clear()
+            try:
+                wait = self._cycle()
+            except Exception:
+                self.logger.exception("unisenza worker: unexpected error")
+                wait = self._max_delay
+            self._wake.wait(wait)
+
+    def _cycle(self) -> float:
+        """One round of the worker: (re)connect, re-discover, refresh, setpoints. Returns how long
+        to sleep unless woken (by a tick that wants a refresh, a config update or stop)."""
+        wait = _IDLE_WAIT
+        if self._reconnect:
+            self._drop_client()
+        if self._client is None:
+            try:
+                self._connect()
+                self._delay = self._min_delay
+                self._next_discovery = time.monotonic() + float(self._c("rediscoverEvery", 6 * 3600.0))
+                self.last_error = None
+            except AuthenticationError as exc:
+                self._note_error(f"login refused: {exc}")
+                return float(self._c("authRetryDelay", 900.0))
+            except ClientError as exc:
+                self._note_error(f"cloud unreachable: {exc}")
+                wait, self._delay = self._delay, min(self._delay * 2, self._max_delay)
+                return wait
+        client = self._client
+        if client is None:
+            return wait
+        if time.monotonic() >= self._next_discovery:
+            self._next_discovery = time.monotonic() + float(self._c("rediscoverEvery", 6 * 3600.0))
+            try:
+                client.populate_devices()
+            except ClientError as exc:
+                self.logger.warning("re-discovery failed: %s", str(exc))
+        if self._refresh_due:
+            self._refresh_due = False
+            try:
+                client.refresh_all_devices()
+            except ClientError as exc:
+                self.logger.warning("%s", str(exc))
+        if not self._apply_setpoints(client):
+            wait = min(wait, self._min_delay)
+        return wait
 
     def _note_error(self, message: str) -> None:
         if message != self.last_error:
@@ -336,9 +353,7 @@ class Unisenza(Module):
         if every and self._ticks % every == 0:
             self._refresh_due = True
             self._wake.set()
-        records = [
-            reading(gw.get_device_code(), dev) for gw in client.get_gateways() for dev in gw.get_children()
-        ]
+        records = [reading(gw.get_device_code(), dev) for gw in client.get_gateways() for dev in gw.get_children()]
         if records:
             self.storage.extend(records)
 

@@ -110,9 +110,7 @@ def signing_key(secret_key: str, date: str, region: str, service: str) -> bytes:
 
 def signature(secret_key: str, date: str, region: str, service: str, to_sign: str) -> str:
     """Hex HMAC-SHA256 of ``to_sign`` under the derived signing key."""
-    return hmac.new(
-        signing_key(secret_key, date, region, service), to_sign.encode(), hashlib.sha256
-    ).hexdigest()
+    return hmac.new(signing_key(secret_key, date, region, service), to_sign.encode(), hashlib.sha256).hexdigest()
 
 
 def _sign_all(_name: str) -> bool:
@@ -149,8 +147,7 @@ def sign_headers(
     scope = credential_scope(date, region, service)
     sig = signature(credentials.secret_key, date, region, service, string_to_sign(amz_date, scope, canonical))
     out["Authorization"] = (
-        f"{ALGORITHM} Credential={credentials.access_key_id}/{scope}, "
-        f"SignedHeaders={';'.join(signed)}, Signature={sig}"
+        f"{ALGORITHM} Credential={credentials.access_key_id}/{scope}, SignedHeaders={';'.join(signed)}, Signature={sig}"
     )
     return out
 

@@ -16,7 +16,7 @@ test CA's server certificate:
 
 Tests steer it with ``POST /_fake/<op>`` (JSON in, JSON out): ``reset``, ``stats``, ``push``,
 ``silence``, ``reject_update``, ``drop``, ``set``, ``revoke_refresh``, ``revoke_credentials``,
-``delete_shadow``, ``shadow``.
+``delete_shadow``, ``shadow``, ``add_thermostat``.
 On start it prints one JSON line ``{"http_port": .., "front_port": ..}`` to stdout.
 """
 
@@ -88,6 +88,7 @@ class State:
                     "salt": salt,
                     "verifier": pow(srp.G, x, srp.N),
                     "challenge": user.get("challenge"),
+                    "empty": user.get("empty", False),
                 }
             self.srp_sessions: dict[str, dict[str, Any]] = {}
             self.id_tokens: dict[str, tuple[str, float]] = {}
@@ -164,7 +165,19 @@ class State:
             return entry[0]
 
     def identities_of(self, user: str) -> set[str]:
+        if self.users[user]["empty"]:
+            return set()
         return {gw["identity_id"] for gw in self.gateways if gw.get("owner", user) == user}
+
+    def add_thermostat(self, gateway_code: str, thermostat: dict[str, Any]) -> None:
+        with self.lock:
+            gateway = next(gw for gw in self.gateways if gw["device_code"] == gateway_code)
+            gateway["thermostats"].append(thermostat)
+            self.shadows[thermostat["device_code"]] = {
+                "reported": {"connected": "true", HVAC: {"properties": dict(thermostat.get("properties", {}))}},
+                "desired": {},
+                "version": 1,
+            }
 
 
 # -- Cognito ------------------------------------------------------------------------------------
@@ -268,7 +281,7 @@ TARGETS = {
 def slider_list(state: State, user: str) -> dict[str, Any]:
     data = []
     for gw in state.gateways:
-        if gw.get("owner", user) != user:
+        if gw.get("owner", user) != user or state.users[user]["empty"]:
             continue
         data.append(
             {
@@ -458,9 +471,7 @@ class Front:
         if abs(time.time() - when.timestamp()) > 300 or auth.date != amz_date[:8]:
             return "request time too skewed"
         path, _, query = target.partition("?")
-        canonical = sigv4.canonical_request(
-            method, path, query, headers, auth.signed_headers, sigv4.EMPTY_SHA256
-        )
+        canonical = sigv4.canonical_request(method, path, query, headers, auth.signed_headers, sigv4.EMPTY_SHA256)
         scope = sigv4.credential_scope(auth.date, auth.region, auth.service)
         expected = sigv4.signature(
             creds["SecretKey"],
@@ -718,6 +729,9 @@ class FakeCloudProcess:
             with state.lock:
                 state.credentials.clear()
             return {"ok": True}
+        if op == "add_thermostat":
+            state.add_thermostat(body["gateway"], body["thermostat"])
+            return {"ok": True}
         if op == "delete_shadow":
             with state.lock:
                 state.shadows.pop(body["thing"], None)
@@ -728,9 +742,7 @@ class FakeCloudProcess:
         return {"error": f"unknown op {op}"}
 
     def serve(self) -> None:
-        print(
-            json.dumps({"http_port": self.http.server_address[1], "front_port": self.front.port}), flush=True
-        )
+        print(json.dumps({"http_port": self.http.server_address[1], "front_port": self.front.port}), flush=True)
         self.http.serve_forever()
 
 
