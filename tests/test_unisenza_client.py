@@ -453,30 +453,3 @@ def test_broker_restart_marks_unavailable_then_reconnects_and_resubscribes(ca: C
     finally:
         client.close()
         env.close()
-
-
-def test_a_refused_subscription_keeps_the_connection_not_ready(
-    ca: CertFiles, tmp_path: Path, caplog: pytest.LogCaptureFixture
-) -> None:
-    readable = "".join(f"topic read $aws/things/{thing}/shadow/#\n" for thing in ("GW1", "T1", "T2", "GW2", "T4"))
-    acl = (
-        "topic readwrite $aws/things/+/shadow/get\ntopic readwrite $aws/things/+/shadow/update\n"
-        f"topic write $aws/things/+/shadow/+/+\n{readable}"  # T3's reply topics may not be subscribed
-    )
-    env = CloudEnv(ca, tmp_path, broker_acl=acl)
-    client = Client(CognitoAuth(USERNAME, PASSWORD, env.cloud.endpoints(), timeout=5), FAST)
-    try:
-        client.login()
-        client.populate_devices()
-        gw1, gw2 = client.connections()
-        client.connect(0)
-        assert gw2.wait_ready(10)  # the other gateway's connection is fine
-        wait_for(lambda: "subscription for T3 refused" in caplog.text, timeout=10)
-        assert not gw1.ready and not client.is_connected()
-        gateway, living = client.find_device("T1")
-        with pytest.raises(ClientError, match="not connected"):
-            client.refresh_device_state(gateway, living)
-        client.refresh_device_state(*client.find_device("T4"))
-    finally:
-        client.close()
-        env.close()

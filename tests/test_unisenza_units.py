@@ -10,6 +10,8 @@ import secrets
 from typing import Any
 
 import pytest
+from paho.mqtt.packettypes import PacketTypes
+from paho.mqtt.reasoncodes import ReasonCode
 from uun_gateway.modules.unisenza import (
     DeviceType,
     Endpoints,
@@ -331,3 +333,24 @@ def test_any_signer_error_becomes_oserror_so_paho_retries() -> None:
     finally:
         conn.stop()
     assert calls == [False, True]  # the second attempt asks for fresh credentials
+
+
+def test_a_refused_subscription_keeps_the_connection_not_ready(caplog: pytest.LogCaptureFixture) -> None:
+    # mosquitto grants ACL-denied subscriptions on MQTT 3.1.1, so the SUBACK failure is fed in directly.
+    ready: list[object] = []
+    conn = ShadowConnection(
+        ["GW1", "T3"], Endpoints(), lambda h, f: h, lambda thing, doc: None, client_id="GW1-x", on_ready=ready.append
+    )
+    try:
+        conn._suback_pending.update({1: "GW1", 2: "T3"})
+        conn._handle_subscribe(conn._mqtt, None, 1, [ReasonCode(PacketTypes.SUBACK, identifier=0)], None)
+        conn._handle_subscribe(conn._mqtt, None, 2, [ReasonCode(PacketTypes.SUBACK, identifier=0x80)], None)
+        assert not conn.ready and ready == []
+        assert "subscription for T3 refused" in caplog.text
+        conn._suback_pending.update({3: "GW1", 4: "T3"})  # after a reconnect, all granted
+        conn._subscribe_failed = False
+        for mid in (3, 4):
+            conn._handle_subscribe(conn._mqtt, None, mid, [ReasonCode(PacketTypes.SUBACK, identifier=0)], None)
+        assert conn.ready and ready == [conn]
+    finally:
+        conn.stop()

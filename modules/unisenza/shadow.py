@@ -70,7 +70,7 @@ class ShadowRequest:
             return self.future.result(timeout)
         except FutureTimeout:
             self.connection._forget(self.token)
-            raise ClientError(f"no reply to {self.op} of {self.thing} within {timeout:g} s") from None
+            raise ClientError(f"no reply to {self.op} of {self.thing} within {timeout:.3g} s") from None
 
 
 class ShadowConnection:

@@ -101,21 +101,15 @@ def make_test_ca(directory: Path) -> CertFiles:
 class Broker:
     """mosquitto on 127.0.0.1: a plain MQTT listener and a websockets listener."""
 
-    def __init__(self, acl: str | None = None) -> None:
+    def __init__(self) -> None:
         self.mqtt_port = free_port()
         self.ws_port = free_port()
         # mosquitto drops root privileges: its config and log must be reachable by its user.
         self.dir = Path(tempfile.mkdtemp(prefix="unisenza-broker-"))
         os.chmod(self.dir, 0o755)
         self.conf = self.dir / "mosquitto.conf"
-        acl_line = ""
-        if acl is not None:
-            acl_file = self.dir / "acl"
-            acl_file.write_text(acl)
-            os.chmod(acl_file, 0o644)
-            acl_line = f"acl_file {acl_file}\n"
         self.conf.write_text(
-            f"persistence false\nallow_anonymous true\nlog_dest stderr\n{acl_line}"
+            "persistence false\nallow_anonymous true\nlog_dest stderr\n"
             f"listener {self.mqtt_port} 127.0.0.1\nprotocol mqtt\n"
             # "listener PORT 127.0.0.1" would bind 0.0.0.0 for websockets (libwebsockets 4.1).
             f"listener {self.ws_port} lo\nsocket_domain ipv4\nprotocol websockets\n"
@@ -283,11 +277,10 @@ class FakeCloud:
 
 
 class CloudEnv:
-    """Broker (with an optional mosquitto ACL file text) + fake cloud, started together;
-    ``close()`` stops both."""
+    """Broker + fake cloud, started together; ``close()`` stops both."""
 
-    def __init__(self, ca: CertFiles, workdir: Path, broker_acl: str | None = None, **settings: Any) -> None:
-        self.broker = Broker(broker_acl)
+    def __init__(self, ca: CertFiles, workdir: Path, **settings: Any) -> None:
+        self.broker = Broker()
         self.broker.start()
         try:
             self.cloud = FakeCloud(ca, self.broker, workdir, **settings)
