@@ -22,6 +22,12 @@ def wait_for(predicate: Callable[[], object], timeout: float = 10.0, interval: f
         time.sleep(interval)
 
 
+def require_program(path: str, package: str) -> None:
+    """Fail (not skip) when a real peer the tests need is missing: that is an install problem."""
+    if not os.access(path, os.X_OK):
+        pytest.fail(f"{path} is missing: install the Debian package {package} (bash .ci/test does)")
+
+
 def free_port() -> int:
     """A TCP port on 127.0.0.1 that was free a moment ago."""
     with socket.socket() as s:

@@ -339,6 +339,11 @@ class FakeUuApp:
         with self._lock:
             self._faults.setdefault(cmd, deque()).extend([kind] * count)
 
+    def clear_faults(self) -> None:
+        """Forget every pending fault: the server answers normally again."""
+        with self._lock:
+            self._faults.clear()
+
     def expire_tokens(self) -> None:
         """Make every token issued so far invalid (the server answers 401 to them)."""
         with self._lock:

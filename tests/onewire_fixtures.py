@@ -8,7 +8,6 @@ Import the fixture functions (``owserver_fixture``, ``owserver_factory_fixture``
 
 from __future__ import annotations
 
-import os
 import shutil
 import signal
 import socket
@@ -21,6 +20,8 @@ from pathlib import Path
 
 import pytest
 from pyownet import protocol  # type: ignore[import-untyped]
+
+from tests.conftest import require_program
 
 OWSERVER = shutil.which("owserver") or "/usr/bin/owserver"
 READY_TIMEOUT = 5.0
@@ -153,8 +154,7 @@ class Owserver:
 @pytest.fixture(name="owserver_factory")
 def owserver_factory_fixture(tmp_path: Path) -> Iterator[Callable[..., Owserver]]:
     """``start(devices, extra=())`` starts an owserver; all are stopped at teardown."""
-    if not os.access(OWSERVER, os.X_OK):
-        pytest.skip("Debian owserver is not installed (apt-get install owserver)")
+    require_program(OWSERVER, "owserver")
     started: list[Owserver] = []
 
     def start(devices: Sequence[str], extra: Sequence[str] = ()) -> Owserver:

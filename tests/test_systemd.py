@@ -238,9 +238,7 @@ class FakeGateway:
         return {"modules": {}}
 
 
-def test_a_failing_health_check_withholds_pings(
-    listener: NotifyListener, monkeypatch: pytest.MonkeyPatch
-) -> None:
+def test_a_failing_health_check_withholds_pings(listener: NotifyListener, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("WATCHDOG_USEC", "100000")
     gateway = FakeGateway()
     notifier = SystemdNotifier.from_env(gateway)
@@ -259,9 +257,7 @@ def test_a_failing_health_check_withholds_pings(
         notifier.close()
 
 
-def test_watchdog_for_another_pid_is_not_ours(
-    listener: NotifyListener, monkeypatch: pytest.MonkeyPatch
-) -> None:
+def test_watchdog_for_another_pid_is_not_ours(listener: NotifyListener, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("WATCHDOG_USEC", "100000")
     monkeypatch.setenv("WATCHDOG_PID", str(os.getpid() + 1))
     notifier = SystemdNotifier.from_env(FakeGateway())
@@ -359,9 +355,7 @@ def test_cli_run_reports_to_systemd_and_stops_on_sigterm(listener: NotifyListene
             proc.communicate()
 
 
-def test_cli_run_with_an_invalid_config_exits_78_without_ready(
-    listener: NotifyListener, tmp_path: Path
-) -> None:
+def test_cli_run_with_an_invalid_config_exits_78_without_ready(listener: NotifyListener, tmp_path: Path) -> None:
     config = tmp_path / "config.json"
     config.write_text(json.dumps({"gateway": {"moduleTimers": {"nosuchmodule": 5}}}))
     proc = _run_cli(config, listener, tmp_path)

@@ -29,12 +29,11 @@ from uun_gateway.modules.unisenza import (
 from uun_gateway.modules.unisenza.shadow import ShadowConnection
 
 from tests.conftest import wait_for
-from tests.unisenza_fakes import MOSQUITTO, PASSWORD, USERNAME, CertFiles, CloudEnv, FakeCloud, fixtures
+from tests.unisenza_fakes import PASSWORD, USERNAME, CertFiles, CloudEnv, FakeCloud, fixtures
 
 # The double's fixtures, shared with the other unisenza test module.
 ca, shared_env, cloud = fixtures.ca, fixtures.shared_env, fixtures.cloud
 
-pytestmark = pytest.mark.skipif(not Path(MOSQUITTO).exists(), reason="mosquitto is not installed")
 
 FAST = ClientOptions(request_timeout=5.0, reconnect_min_delay=0.1, reconnect_max_delay=0.5)
 

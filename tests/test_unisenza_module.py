@@ -12,13 +12,11 @@ import pytest
 from uun_gateway.modules.unisenza.module import Unisenza
 
 from tests.conftest import free_port, wait_for
-from tests.unisenza_fakes import MOSQUITTO, PASSWORD, USERNAME, FakeCloud, fixtures
+from tests.unisenza_fakes import PASSWORD, USERNAME, FakeCloud, fixtures
 from uun_gateway import ConfigError, Gateway, cli
 
 # The double's fixtures, shared with the other unisenza test module.
 ca, shared_env, cloud = fixtures.ca, fixtures.shared_env, fixtures.cloud
-
-pytestmark = pytest.mark.skipif(not Path(MOSQUITTO).exists(), reason="mosquitto is not installed")
 
 
 def section_for(cloud: FakeCloud, tmp_path: Path, **overrides: Any) -> dict[str, Any]:

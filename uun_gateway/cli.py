@@ -45,15 +45,22 @@ def _print_config_errors(exc: ConfigError) -> None:
         print(f"  {error}", file=sys.stderr)
 
 
-def cmd_check_config(args: argparse.Namespace) -> int:
+def _load_gateway(path: str) -> Gateway | int:
+    """The gateway of the config file ``path``, or the exit code after saying why it cannot load."""
     try:
-        gateway = Gateway(args.file)
+        return Gateway(path)
     except ConfigError as exc:
         _print_config_errors(exc)
         return EX_CONFIG
     except ModuleLoadError as exc:
-        print(f"{args.file}: {exc}", file=sys.stderr)
-        return EX_CONFIG
+        print(f"{path}: {exc}", file=sys.stderr)
+        return EX_SOFTWARE
+
+
+def cmd_check_config(args: argparse.Namespace) -> int:
+    gateway = _load_gateway(args.file)
+    if isinstance(gateway, int):
+        return gateway
     timers = ", ".join(f"{t.name} every {t.period:g}s" for t in gateway.timers.values()) or "none"
     print(f"{args.file}: OK; modules: {', '.join(m.id for m in gateway.modules) or 'none'}; timers: {timers}")
     return 0
@@ -61,14 +68,9 @@ def cmd_check_config(args: argparse.Namespace) -> int:
 
 def cmd_run(args: argparse.Namespace) -> int:
     configure_logging(args.log_level)
-    try:
-        gateway = Gateway(args.config)
-    except ConfigError as exc:
-        _print_config_errors(exc)
-        return EX_CONFIG
-    except ModuleLoadError as exc:
-        logger.error("%s", exc)
-        return EX_SOFTWARE
+    gateway = _load_gateway(args.config)
+    if isinstance(gateway, int):
+        return gateway
     from .systemd import SystemdNotifier
 
     stop_requested = threading.Event()
@@ -102,6 +104,10 @@ def cmd_storage(args: argparse.Namespace) -> int:
     if not path.exists():
         print(f"{path}: no such storage file", file=sys.stderr)
         return 1
+    with open(path, "rb") as f:
+        if f.read(16) != b"SQLite format 3\x00":
+            print(f"{path}: not a uun-gateway storage (a uun-iot JSON backup is imported when its module opens it)")
+            return 1
     storage = Storage(path.stem, path)
     try:
         entries = storage.oldest(args.show)

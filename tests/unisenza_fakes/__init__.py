@@ -28,6 +28,8 @@ from typing import Any
 import requests
 from uun_gateway.modules.unisenza import Endpoints
 
+from tests.conftest import require_program
+
 MOSQUITTO = shutil.which("mosquitto") or "/usr/sbin/mosquitto"
 CLOUD_SCRIPT = Path(__file__).with_name("cloud.py")
 POOL_ID = "eu-central-1_TestPool1"
@@ -118,6 +120,7 @@ class Broker:
         self.proc: subprocess.Popen[bytes] | None = None
 
     def start(self) -> None:
+        require_program(MOSQUITTO, "mosquitto")
         """Start mosquitto and wait until both listeners accept connections."""
         with open(self.dir / "mosquitto.log", "ab") as log:
             self.proc = subprocess.Popen([MOSQUITTO, "-c", str(self.conf)], stdout=log, stderr=log)
