@@ -363,3 +363,15 @@ def test_cli_run_with_an_invalid_config_exits_78_without_ready(listener: NotifyL
     assert proc.returncode == 78, out  # the unit's RestartPreventExitStatus: no restart loop
     assert "nosuchmodule" in out
     assert listener.recv(0.0) is None, "no READY for an invalid config"
+
+
+def test_an_unusable_notify_socket_is_logged_and_ignored(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    monkeypatch.setenv("NOTIFY_SOCKET", str(tmp_path / "no-such-socket"))
+    notifier = SystemdNotifier.from_env(FakeGateway())
+    assert not notifier.enabled
+    assert "not reporting to systemd" in caplog.text
+    notifier.ready()
+    assert notifier._thread is None
+    notifier.close()

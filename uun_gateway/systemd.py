@@ -6,6 +6,7 @@ from __future__ import annotations
 import logging
 import os
 import re
+import socket
 import threading
 import time
 from collections.abc import Mapping
@@ -70,9 +71,7 @@ def format_status(health: Mapping[str, Any], stalled: list[str] | None = None) -
     if not isinstance(modules, Mapping):
         modules = {}
     stats = [m for m in modules.values() if isinstance(m, Mapping)]
-    parts = [
-        f"{len(modules)} module{'' if len(modules) == 1 else 's'} ({', '.join(map(str, modules)) or 'none'})"
-    ]
+    parts = [f"{len(modules)} module{'' if len(modules) == 1 else 's'} ({', '.join(map(str, modules)) or 'none'})"]
     stored = [m["stored"] for m in stats if isinstance(m.get("stored"), int)]
     if stored:
         total = sum(stored)
@@ -90,6 +89,24 @@ def format_status(health: Mapping[str, Any], stalled: list[str] | None = None) -
     return _one_line(" · ".join(parts))
 
 
+class _Sender(sdnotify.SystemdNotifier):  # type: ignore[misc]
+    """sdnotify's sender (``notify()``, raising on errors), connected to an explicit address.
+
+    sdnotify's own constructor reads the address from the environment and leaks its socket when the
+    connection fails; this one closes it and raises the ``OSError``.
+    """
+
+    def __init__(self, address: str) -> None:
+        self.debug = True
+        sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+        try:
+            sock.connect("\0" + address[1:] if address.startswith("@") else address)
+        except OSError:
+            sock.close()
+            raise
+        self.socket = sock
+
+
 class SystemdNotifier:
     """Tells systemd how the gateway is doing, through the sd_notify protocol (``sdnotify``).
 
@@ -99,10 +116,11 @@ class SystemdNotifier:
     - :meth:`ready` sends ``READY=1``, then a ``STATUS=`` line; call it once the modules have started.
     - After :meth:`ready`, one daemon thread (``systemd-notify``) wakes every ``WATCHDOG_USEC / 2``
       when systemd set ``WATCHDOG_USEC`` for this process (else every ``status_interval`` s), sends
-      ``WATCHDOG=1`` **only while** ``gateway.stalled(handler_timeout)`` returns ``[]``. While stalled, STATUS shows the reasons and a
-      warning is logged once; a gateway whose ``stalled()`` raises or blocks is treated as stalled. So a
-      hung gateway stops pinging and systemd kills and restarts it. It refreshes ``STATUS=`` at most
-      every ``status_interval`` s and only when the text changed (and at once when a stall starts or ends).
+      ``WATCHDOG=1`` **only while** ``gateway.stalled(handler_timeout)`` returns ``[]``. While stalled,
+      STATUS shows the reasons and a warning is logged once; a gateway whose ``stalled()`` raises or
+      blocks is treated as stalled. So a hung gateway stops pinging and systemd kills and restarts it.
+      The thread refreshes ``STATUS=`` at most every ``status_interval`` s, only when the text changed,
+      and at once when a stall starts or ends.
     - ``WATCHDOG=1`` always travels alone in its datagram: free text can never cost a ping.
     - STATUS text goes out as UTF-8 on one line (``sdnotify`` encodes latin-1, which would garble
       ``°`` and drop any datagram with text outside latin-1); control characters become spaces.
@@ -116,14 +134,14 @@ class SystemdNotifier:
     def __init__(
         self,
         gateway: Supervised,
-        sd: sdnotify.SystemdNotifier | None,
+        sd: Any,
         watchdog_interval: float | None = None,
         handler_timeout: float | None = None,
         status_interval: float = DEFAULT_STATUS_INTERVAL,
     ) -> None:
-        """``sd`` is a connected ``sdnotify.SystemdNotifier(debug=True)``, or None when not under
-        systemd. ``watchdog_interval`` is the ping period in seconds (None: no watchdog). Prefer
-        :meth:`from_env`."""
+        """``sd`` is a connected ``sdnotify.SystemdNotifier(debug=True)`` (anything with a raising
+        ``notify(str)`` and a ``socket``), or None when not under systemd. ``watchdog_interval`` is
+        the ping period in seconds (None: no watchdog). Prefer :meth:`from_env`."""
         self.gateway = gateway
         self.handler_timeout = handler_timeout
         self.status_interval = status_interval
@@ -153,11 +171,9 @@ class SystemdNotifier:
         address = os.environ.get("NOTIFY_SOCKET")
         if address:
             try:
-                sd = sdnotify.SystemdNotifier(debug=True)
+                sd = _Sender(address)
             except OSError as exc:
-                logger.warning(
-                    "systemd notification socket %s unusable (%s); not reporting to systemd", address, exc
-                )
+                logger.warning("systemd notification socket %s unusable (%s); not reporting to systemd", address, exc)
         usec = os.environ.get("WATCHDOG_USEC", "")
         pid = os.environ.get("WATCHDOG_PID", "")
         interval: float | None = None
@@ -240,7 +256,7 @@ class SystemdNotifier:
         """Ping if the gateway progresses; refresh STATUS when due and changed."""
         try:
             reasons = self.gateway.stalled(self.handler_timeout)
-        except Exception as exc:  # noqa: BLE001 -- a broken health check must fail closed: no ping
+        except Exception as exc:  # a broken health check must fail closed: no ping
             reasons = [f"health check failed: {type(exc).__name__}: {exc}"]
         if self._done.is_set():
             return
@@ -257,7 +273,7 @@ class SystemdNotifier:
             self._next_status = now + self.status_interval
             try:
                 text = format_status(self.gateway.health(), reasons)
-            except Exception as exc:  # noqa: BLE001 -- the status line must not kill the pinging thread
-                text = format_status({}, reasons + [f"health report failed: {type(exc).__name__}: {exc}"])
+            except Exception as exc:  # the status line must not kill the pinging thread
+                text = format_status({}, [*reasons, f"health report failed: {type(exc).__name__}: {exc}"])
             if text != self._last_status:
                 self._status(text, unless_done=True)
