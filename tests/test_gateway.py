@@ -447,3 +447,27 @@ def test_stalled_names_a_stuck_handler() -> None:
         release.set()
         gateway.stop()
     assert gateway.stalled(handler_timeout=0.01) == []
+
+
+def test_under_systemd_a_remote_update_is_saved_in_the_state_directory(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    state = tmp_path / "state"
+    state.mkdir()
+    monkeypatch.setenv("STATE_DIRECTORY", str(state))
+    gateway, path, module = _tuned_gateway(tmp_path)
+    local = path.read_text()
+    with gateway:
+        gateway.reconfigure({"gateway": {"moduleTimers": {"tuned": 7}, "tuned": {"x": 2}}})
+    assert path.read_text() == local, "the config file (read-only /etc under systemd) is not written"
+    saved = state / "remote-config.json"
+    assert json.loads(saved.read_text()) == {"gateway": {"moduleTimers": {"tuned": 7}, "tuned": {"x": 2}}}
+    assert saved.stat().st_mode & 0o777 == 0o600
+
+    restarted, _, module = _tuned_gateway(tmp_path)  # the next start uses the saved update
+    assert restarted.timers[("tuned", None)].period == 7 and module._c("x") == 2
+
+    saved.write_text(json.dumps({"gateway": {"moduleTimers": {"tuned": -1}}}))
+    ignored, _, module = _tuned_gateway(tmp_path)
+    assert ignored.timers[("tuned", None)].period == 3600
+    assert "ignoring the saved remote config" in caplog.text and "gateway.moduleTimers.tuned" in caplog.text

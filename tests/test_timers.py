@@ -202,3 +202,14 @@ def test_stalled_reports_a_handler_running_too_long() -> None:
         release.set()
         timer.stop(timeout=5)
     assert timer.stalled(handler_timeout=0.01) is None
+
+
+def test_stalled_reports_an_overdue_run() -> None:
+    timer = RepeatTimer(3600, lambda: None, runonstart=False)
+    timer.start()
+    try:
+        assert timer.stalled(handler_timeout=10) is None
+        future = time.monotonic() + 3600 + 11  # as seen after the thread failed to wake for 11 s
+        assert "overdue" in (timer.stalled(handler_timeout=10, now=future) or "")
+    finally:
+        timer.stop(timeout=5)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import faulthandler
 import json
 import logging
 import os
@@ -68,6 +69,8 @@ def cmd_check_config(args: argparse.Namespace) -> int:
 
 def cmd_run(args: argparse.Namespace) -> int:
     configure_logging(args.log_level)
+    # A watchdog kill is SIGABRT: leave every thread's stack in the journal.
+    faulthandler.enable(all_threads=True)
     gateway = _load_gateway(args.config)
     if isinstance(gateway, int):
         return gateway

@@ -204,6 +204,17 @@ def normalized(config: Mapping[str, Any]) -> dict[str, Any]:
     return result
 
 
+def saved_update_path(config_path: Path) -> Path:
+    """Where a remote update of the config file ``config_path`` is saved.
+
+    Under systemd (``STATE_DIRECTORY`` set, ``/etc`` read-only) the updated ``gateway`` section goes
+    to ``$STATE_DIRECTORY/remote-config.json`` and is laid over the config file at the next start;
+    elsewhere the config file itself is replaced, as uun-iot does.
+    """
+    state = os.environ.get("STATE_DIRECTORY")
+    return Path(state.split(":")[0]) / "remote-config.json" if state else config_path
+
+
 def save_config_atomically(path: str | os.PathLike[str], config: Mapping[str, Any]) -> None:
     """Replace the file at ``path`` with ``config`` so that it is, at every instant, either the old
     or the new complete file. The file's mode is kept (new files get 0600: configs hold secrets)."""

@@ -22,6 +22,7 @@ from .config import (
     load_config,
     normalized,
     save_config_atomically,
+    saved_update_path,
     suggest,
     validate,
 )
@@ -91,6 +92,7 @@ class Gateway(AbstractContextManager["Gateway"]):
             self._source = str(config)
             raw = load_config(config)
         self.config: dict[str, Any] = normalized(raw)
+        self.saved_update_path = saved_update_path(self.config_path) if self.config_path else None
         self.runev = threading.Event()
         self.stopev = threading.Event()
         self.started_at: float | None = None
@@ -127,11 +129,36 @@ class Gateway(AbstractContextManager["Gateway"]):
             if isinstance(module, Module):
                 module.gateway = self
         self._timers = self._build_timers(self.config)
+        if self.saved_update_path not in (None, self.config_path) and self.saved_update_path.exists():
+            self._apply_saved_update(self.saved_update_path)
         logger.info(
             "loaded %d module(s): %s",
             len(self._modules),
             ", ".join(f"{m.id} ({len(m.handlers)} handlers)" for m in self._modules) or "none",
         )
+
+    def _apply_saved_update(self, path: Path) -> None:
+        """Lay the ``gateway`` section of a remote update saved at ``path`` over the config file's.
+        An unreadable or invalid saved update is reported and ignored."""
+        try:
+            saved = load_config(path)
+            if not isinstance(saved.get("gateway"), dict):
+                raise ConfigError(["gateway: expected an object"], str(path))
+            merged = normalized({**self.config, "gateway": saved["gateway"]})
+            if errors := self.check(merged):
+                raise ConfigError(errors, str(path))
+        except ConfigError as exc:
+            self.config_error = f"ignored the saved remote config: {exc}"
+            logger.warning("ignoring the saved remote config %s: %s", path, exc)
+            return
+        logger.info("using the remote config saved at %s over %s", path, self.config_path)
+        old = self.config
+        if (failure := self._apply(merged)) is not None:
+            logger.warning(
+                "the saved remote config %s could not be applied (%s); using %s", path, failure, self.config_path
+            )
+            self.config_error = failure
+            self._apply(old)
 
     # -- loading ---------------------------------------------------------------------------------
 
@@ -416,7 +443,9 @@ class Gateway(AbstractContextManager["Gateway"]):
 
         Applying replaces every module's ``_config``, re-times the timers whose period changed (a
         handler may reconfigure its own timer) and runs the ``@on("update")`` handlers in module order.
-        The config is then saved atomically over the config file (when the gateway was given a path).
+        The config is then saved atomically (when the gateway was given a path): over the config file,
+        or under systemd its ``gateway`` section to ``$STATE_DIRECTORY/remote-config.json``, which
+        is laid over the config file at the next start (see :func:`~uun_gateway.config.saved_update_path`).
         If validation fails nothing changes; if an update handler or the save fails, the previous
         config is applied again. Either way :class:`ConfigError` is raised and :attr:`config_error`
         records it until a later update succeeds. Thread-safe; updates are serialised.
@@ -431,18 +460,19 @@ class Gateway(AbstractContextManager["Gateway"]):
                 return False
             old = self.config
             failure = self._apply(new)
-            if failure is None and self.config_path is not None:
+            target = self.saved_update_path
+            if failure is None and target is not None:
                 try:
-                    save_config_atomically(self.config_path, new)
+                    save_config_atomically(target, new if target == self.config_path else {"gateway": new["gateway"]})
                 except OSError as exc:
-                    failure = f"saving {self.config_path} failed: {exc}"
+                    failure = f"saving {target} failed: {exc}"
             if failure is not None:
                 logger.error("config update failed (%s); rolling back to the previous config", failure)
                 self._apply(old)
                 self.config_error = failure
                 raise ConfigError([f"{failure}; rolled back to the previous config"], "remote config")
             self.config_error = None
-            logger.info("config updated%s", f" and saved to {self.config_path}" if self.config_path else "")
+            logger.info("config updated%s", f" and saved to {target}" if target else "")
             return True
 
     def _apply(self, config: dict[str, Any]) -> str | None:

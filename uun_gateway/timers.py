@@ -168,15 +168,18 @@ class RepeatTimer:
     def stalled(self, handler_timeout: float, now: float | None = None) -> str | None:
         """Describe why this running timer is not making progress, or return None if it is.
 
-        A timer is stalled when its thread died, or a call has been running for longer than
-        ``handler_timeout`` seconds. A stopped timer is never stalled.
+        A timer is stalled when its thread died, a call has been running for longer than
+        ``handler_timeout`` seconds, or a due run has not started for that long. A stopped timer is
+        never stalled.
         """
         if self._stopped.is_set() or self._thread is None:
             return None
         now = time.monotonic() if now is None else now
         if not self._thread.is_alive():
             return f"timer {self.name}: thread is no longer running"
-        since = self.running_since
+        since, deadline = self.running_since, self.next_deadline
         if since is not None and now - since > handler_timeout:
             return f"timer {self.name}: handler has been running for {now - since:.0f}s (limit {handler_timeout:g}s)"
+        if since is None and deadline is not None and now - deadline > handler_timeout:
+            return f"timer {self.name}: a run is overdue by {now - deadline:.0f}s"
         return None
