@@ -29,7 +29,7 @@ ensure_venv() {
         step "creating .venv"
         python3 -m venv .venv
     fi
-    step "installing uun-gateway$1 into .venv"
+    step "installing $1 (uun-gateway) into .venv"
     .venv/bin/python -m pip install -q --upgrade pip
     .venv/bin/python -m pip install -q -e "$1"
 }
