@@ -139,26 +139,17 @@ class Gateway(AbstractContextManager["Gateway"]):
 
     def _apply_saved_update(self, path: Path) -> None:
         """Lay the ``gateway`` section of a remote update saved at ``path`` over the config file's.
-        An unreadable or invalid saved update is reported and ignored."""
+        An unreadable, invalid or failing saved update is reported and ignored."""
         try:
             saved = load_config(path)
             if not isinstance(saved.get("gateway"), dict):
                 raise ConfigError(["gateway: expected an object"], str(path))
-            merged = normalized({**self.config, "gateway": saved["gateway"]})
-            if errors := self.check(merged):
-                raise ConfigError(errors, str(path))
+            self.reconfigure({**self.config, "gateway": saved["gateway"]}, save=False)
         except ConfigError as exc:
-            self.config_error = f"ignored the saved remote config: {exc}"
+            self.config_error = f"ignored the saved remote config {path}: {exc}"
             logger.warning("ignoring the saved remote config %s: %s", path, exc)
             return
         logger.info("using the remote config saved at %s over %s", path, self.config_path)
-        old = self.config
-        if (failure := self._apply(merged)) is not None:
-            logger.warning(
-                "the saved remote config %s could not be applied (%s); using %s", path, failure, self.config_path
-            )
-            self.config_error = failure
-            self._apply(old)
 
     # -- loading ---------------------------------------------------------------------------------
 
@@ -438,8 +429,9 @@ class Gateway(AbstractContextManager["Gateway"]):
         errors = validate(config, compose_schema(self._module_schemas(), UUAPP_SCHEMA))
         return errors or self._module_errors(normalized(config))
 
-    def reconfigure(self, new_config: Mapping[str, Any]) -> bool:
-        """Validate, apply and persist a new configuration; return False if it equals the current one.
+    def reconfigure(self, new_config: Mapping[str, Any], *, save: bool = True) -> bool:
+        """Validate, apply and (``save``) persist a new configuration; return False if it equals the
+        current one.
 
         Applying replaces every module's ``_config``, re-times the timers whose period changed (a
         handler may reconfigure its own timer) and runs the ``@on("update")`` handlers in module order.
@@ -460,7 +452,7 @@ class Gateway(AbstractContextManager["Gateway"]):
                 return False
             old = self.config
             failure = self._apply(new)
-            target = self.saved_update_path
+            target = self.saved_update_path if save else None
             if failure is None and target is not None:
                 try:
                     save_config_atomically(target, new if target == self.config_path else {"gateway": new["gateway"]})
