@@ -117,7 +117,11 @@ def cmd_storage(args: argparse.Namespace) -> int:
         print(f"{path}: {len(storage)} entries (store uid {storage.uid})")
         for entry in entries:
             when = datetime.fromtimestamp(entry.created, UTC).isoformat(timespec="seconds")
-            data = f"<{len(entry.data)} bytes>" if isinstance(entry.data, bytes) else json.dumps(entry.data)
+            data = (
+                f"<{len(entry.data)} bytes>"
+                if isinstance(entry.data, bytes)
+                else json.dumps(entry.data, ensure_ascii=False)
+            )
             print(f"  #{entry.id}  {when}  {data[:200]}")
         if storage.quarantined:
             print(f"warning: the file was damaged and was moved aside to {storage.quarantined}", file=sys.stderr)
