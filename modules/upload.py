@@ -24,11 +24,12 @@ them. A JSON batch is POSTed as::
 ``id``, ``created`` and the file part ``data``.
 
 What counts as accepted: a 2xx answer whose JSON body names ``accepted`` (ids) or ``failed`` (ids) —
-only those accepted are deleted — or names neither (all accepted). Anything else (an HTTP error, a
-network error, no token, a body that is not JSON) accepts nothing: the batch stays, in order, and
-the source backs off exponentially (``backoffInitial`` doubling up to ``backoffMax`` seconds)
-before its next attempt. A tick drains every due source round-robin, batch after batch, until they
-are empty, fail, or the gateway stops.
+only those accepted are deleted — or names neither (all accepted). Ids are JSON integers; a key that
+holds anything but a list of them accepts nothing. Anything else (an HTTP error, a network error, no
+token, a body that is not JSON) accepts nothing: the batch stays, in order, and the source backs
+off exponentially (``backoffInitial`` doubling up to ``backoffMax`` seconds) before its next
+attempt. A tick drains every due source round-robin, batch after batch, until it has sent the
+backlog the source had when the tick began, or the source is empty, fails, or the gateway stops.
 """
 
 from __future__ import annotations
@@ -126,7 +127,14 @@ class Upload(Module):
         modules = self.gateway.modules if self.gateway is not None else []
         for module in modules:
             if getattr(module, "id", None) == source and module is not self:
-                storage = getattr(module, "storage", None)
+                try:
+                    storage = getattr(module, "storage", None)
+                except Exception as exc:  # one source's broken storage must not stop the others' uploads
+                    state = self.state.setdefault(source, SourceState())
+                    if not state.warned_missing:
+                        state.warned_missing = True
+                        self.logger.error("upload source %r: its storage cannot be opened (%s); skipped", source, exc)
+                    return None
                 return storage if isinstance(storage, Storage) else None
         return None
 
@@ -151,8 +159,20 @@ class Upload(Module):
         if not self._has_client():
             return
         due = [s for s in self.sources() if self.state.setdefault(s, SourceState()).next_attempt <= time.monotonic()]
-        while due and self._running():
-            due = [source for source in due if self.send_batch(source)]
+        # A tick sends at most the backlog it found: entries that keep arriving wait for the next
+        # tick, so a source fed as fast as it drains cannot keep the tick (and the watchdog) hanging.
+        backlog = {s: len(storage) if (storage := self._storage_of(s)) is not None else 0 for s in due}
+        while due:
+            more = []
+            for source in due:
+                if not self._running():
+                    return
+                sent = self.state[source].sent
+                if self.send_batch(source):
+                    backlog[source] -= self.state[source].sent - sent
+                    if backlog[source] > 0:
+                        more.append(source)
+            due = more
 
     def send_batch(self, source: str) -> bool:
         """Send the oldest batch of ``source``; True when all of it was accepted and more may follow.
@@ -258,10 +278,16 @@ def _accepted(
     ids = [e.id for e in batch]
     if not isinstance(body, dict):
         return [], "the answer is not a JSON object"
-    if isinstance(body.get("accepted"), list):
-        named = {i for i in body["accepted"] if isinstance(i, int)}
-        return [i for i in ids if i in named], None
-    if isinstance(body.get("failed"), list):
-        named = {i for i in body["failed"] if isinstance(i, int)}
-        return [i for i in ids if i not in named], None
+    named: dict[str, set[int]] = {}
+    for key in ("accepted", "failed"):
+        value = body.get(key)
+        # only a list of JSON integers names entry ids (true is not 1, "3" is not 3)
+        if isinstance(value, list) and all(type(i) is int for i in value):
+            named[key] = set(value)
+    if "accepted" in named:
+        return [i for i in ids if i in named["accepted"]], None
+    if "failed" in named:
+        return [i for i in ids if i not in named["failed"]], None
+    if "accepted" in body or "failed" in body:
+        return [], "the answer's accepted/failed is not a list of entry ids"
     return ids, None

@@ -471,3 +471,16 @@ def test_under_systemd_a_remote_update_is_saved_in_the_state_directory(
     ignored, _, module = _tuned_gateway(tmp_path)
     assert ignored.timers[("tuned", None)].period == 3600
     assert "ignoring the saved remote config" in caplog.text and "gateway.moduleTimers.tuned" in caplog.text
+
+
+def test_unusable_storage_locations_are_config_errors(tmp_path: Path) -> None:
+    blocker = tmp_path / "a-file"
+    blocker.write_text("")
+    with pytest.raises(ConfigError, match=r"gateway\.storageDir: cannot create .*is not a directory"):
+        Gateway(
+            {"gateway": {"storageDir": str(blocker / "storage"), "moduleTimers": {"first": 1}}},
+            lambda c, u: First(c["gateway"], []),
+        )
+    config = {"gateway": {"moduleBackupStorage": {"first": str(tmp_path)}, "moduleTimers": {"first": 1}}}
+    with pytest.raises(ConfigError, match=r"gateway\.moduleBackupStorage\.first: .* is a directory"):
+        Gateway(config, lambda c, u: First(c["gateway"], []))

@@ -217,3 +217,20 @@ def test_concurrent_appends_and_acks(store: Storage) -> None:
 def test_invalid_limit(tmp_path: Path, maxlen: object) -> None:
     with pytest.raises(ValueError, match="maxlen"):
         Storage("t", tmp_path / "x", maxlen)  # type: ignore[arg-type]
+
+
+def test_a_locked_store_is_reported_not_moved_aside(tmp_path: Path) -> None:
+    path = tmp_path / "s.sqlite"
+    Storage("t", path).close()
+    holder = sqlite3.connect(path, isolation_level=None)
+    holder.execute("PRAGMA locking_mode=EXCLUSIVE")
+    holder.execute("BEGIN EXCLUSIVE")
+    try:
+        with pytest.raises(StorageError, match="cannot open"):
+            Storage("t", path)
+    finally:
+        holder.execute("ROLLBACK")
+        holder.close()
+    assert not list(tmp_path.glob("*.corrupt-*"))
+    s = Storage("t", path)
+    s.close()

@@ -8,6 +8,7 @@ import json
 import logging
 import os
 import signal
+import sqlite3
 import sys
 import threading
 from collections.abc import Sequence
@@ -15,7 +16,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from .errors import ConfigError, ModuleLoadError, UunGatewayError
+from .errors import ConfigError, ModuleLoadError, StorageError, UunGatewayError
 from .gateway import Gateway
 from .plugins import available_module_ids, load_module_class
 from .storage import Storage
@@ -107,11 +108,30 @@ def cmd_storage(args: argparse.Namespace) -> int:
     if not path.exists():
         print(f"{path}: no such storage file", file=sys.stderr)
         return 1
-    with open(path, "rb") as f:
-        if f.read(16) != b"SQLite format 3\x00":
-            print(f"{path}: not a uun-gateway storage (a uun-iot JSON backup is imported when its module opens it)")
-            return 1
-    storage = Storage(path.stem, path)
+    try:
+        with open(path, "rb") as f:
+            head = f.read(16)
+    except OSError as exc:
+        print(f"{path}: cannot read the storage file: {exc.strerror or exc}", file=sys.stderr)
+        return 1
+    if head != b"SQLite format 3\x00":
+        print(
+            f"{path}: not a uun-gateway storage (a uun-iot JSON backup is imported when its module opens it)",
+            file=sys.stderr,
+        )
+        return 1
+    if not (os.access(path, os.W_OK) and os.access(path.parent, os.W_OK)):
+        # SQLite needs both for its WAL; without them the open fails and would look like damage
+        print(f"{path}: cannot open the storage: no write access to the file or its directory", file=sys.stderr)
+        return 1
+    if not _is_uun_gateway_store(path):
+        print(f"{path}: an SQLite database, but not a uun-gateway storage (no entries/meta tables)", file=sys.stderr)
+        return 1
+    try:
+        storage = Storage(path.stem, path)
+    except (OSError, sqlite3.Error, StorageError) as exc:
+        print(f"{path}: cannot open the storage: {exc}", file=sys.stderr)
+        return 1
     try:
         entries = storage.oldest(args.show)
         print(f"{path}: {len(storage)} entries (store uid {storage.uid})")
@@ -129,6 +149,21 @@ def cmd_storage(args: argparse.Namespace) -> int:
     finally:
         storage.close()
     return 0
+
+
+def _is_uun_gateway_store(path: Path) -> bool:
+    """False for another program's SQLite database (opening it as a storage would add our tables
+    to it); True for a storage, and for a damaged file, which opening moves aside with a warning."""
+    try:
+        probe = sqlite3.connect(f"{path.resolve().as_uri()}?mode=ro", uri=True)
+        try:
+            tables = {row[0] for row in probe.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
+            columns = {row[1] for row in probe.execute("PRAGMA table_info(entries)")}
+        finally:
+            probe.close()
+    except sqlite3.DatabaseError:
+        return True
+    return {"entries", "meta"} <= tables and {"id", "created", "kind", "payload"} <= columns
 
 
 def build_parser() -> argparse.ArgumentParser:

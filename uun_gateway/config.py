@@ -6,7 +6,9 @@ from __future__ import annotations
 import copy
 import difflib
 import json
+import math
 import os
+import re
 import tempfile
 from collections.abc import Iterable, Mapping
 from pathlib import Path
@@ -111,15 +113,17 @@ def json_path(parts: Iterable[Any]) -> str:
     return text or "(root)"
 
 
-def _relevant(error: jsonschema.ValidationError) -> jsonschema.ValidationError:
-    """For a failed ``oneOf``/``anyOf``, the error of the branch meant for the value's type."""
-    while error.validator in ("oneOf", "anyOf") and error.context:
-        depth = len(error.absolute_path)
-        same_type = [e for e in error.context if not (e.validator == "type" and len(e.absolute_path) == depth)]
-        if not same_type:
-            break
-        error = max(same_type, key=lambda e: len(e.absolute_path))
-    return error
+def _relevant(error: jsonschema.ValidationError) -> list[jsonschema.ValidationError]:
+    """For a failed ``oneOf``/``anyOf``, every error of the branch meant for the value's type."""
+    if error.validator not in ("oneOf", "anyOf") or not error.context:
+        return [error]
+    depth = len(error.absolute_path)
+    same_type = [e for e in error.context if not (e.validator == "type" and len(e.absolute_path) == depth)]
+    if not same_type:
+        return [error]
+    best = max(same_type, key=lambda e: len(e.absolute_path))
+    branch = [e for e in same_type if e.relative_schema_path[0] == best.relative_schema_path[0]]
+    return [found for e in branch for found in _relevant(e)]
 
 
 def _expected(error: jsonschema.ValidationError) -> str | None:
@@ -128,8 +132,24 @@ def _expected(error: jsonschema.ValidationError) -> str | None:
     )
 
 
-def _describe(outer: jsonschema.ValidationError) -> str:
-    error = _relevant(outer)
+def _missing_key(error: jsonschema.ValidationError) -> str:
+    """The key a failed ``required`` is about."""
+    return error.message.split("'")[1] if "'" in error.message else error.message
+
+
+def _describe(outer: jsonschema.ValidationError) -> list[str]:
+    if (
+        outer.validator in ("oneOf", "anyOf")
+        and outer.context
+        and all(e.validator == "required" for e in outer.context)
+    ):
+        # e.g. "password" or "passwordFile": name every alternative, not just the first
+        keys = list(dict.fromkeys(_missing_key(e) for e in outer.context))
+        return [f"{json_path(outer.absolute_path)}: required key {' or '.join(map(repr, keys))} is missing"]
+    return [line for error in _relevant(outer) for line in _describe_one(error, outer)]
+
+
+def _describe_one(error: jsonschema.ValidationError, outer: jsonschema.ValidationError) -> list[str]:
     path = json_path(error.absolute_path)
     expected = _expected(error) or _expected(outer)
     schema = error.schema if isinstance(error.schema, dict) else {}
@@ -139,8 +159,14 @@ def _describe(outer: jsonschema.ValidationError) -> str:
         value = value[:57] + "..."
     if error.validator == "additionalProperties" and error.validator_value is False:
         allowed = sorted(schema.get("properties", {}))
-        extra = sorted(set(cast(dict[str, Any], error.instance)) - set(allowed))
-        return "; ".join(_unknown_key(path, key, allowed) for key in extra)
+        patterns = list(schema.get("patternProperties", {}))
+        extra = sorted(
+            key
+            for key in cast(dict[str, Any], error.instance)
+            if key not in allowed and not any(re.search(pattern, key) for pattern in patterns)
+        )
+        hint = f"; expected {expected}" if patterns and expected else ""
+        return [_unknown_key(path, key, allowed) + hint for key in extra]
     if secret:
         message = f"{value} has the wrong type" if error.validator == "type" else f"{value} is not valid"
     elif error.validator in ("oneOf", "anyOf") or expected is None:
@@ -148,16 +174,17 @@ def _describe(outer: jsonschema.ValidationError) -> str:
     elif error.validator == "type":
         message = f"{value} has the wrong type"
     elif error.validator == "required":
-        missing = error.message.split("'")[1] if "'" in error.message else error.message
-        return f"{path}: required key {missing!r} is missing"
+        return [f"{path}: required key {_missing_key(error)!r} is missing"]
     else:
         message = error.message
-    return f"{path}: {message}" + (f"; expected {expected}" if expected else "")
+    return [f"{path}: {message}" + (f"; expected {expected}" if expected else "")]
 
 
 def _unknown_key(path: str, key: str, known: Iterable[str]) -> str:
     where = f"{path}.{key}" if path != "(root)" else key
-    return f"{where}: unknown key{suggest(key, known)}"
+    known = list(known)
+    hint = suggest(key, known) or (f"; expected one of: {', '.join(known)}" if known else "")
+    return f"{where}: unknown key{hint}"
 
 
 def suggest(word: str, known: Iterable[str]) -> str:
@@ -170,7 +197,7 @@ def validate(config: Any, schema: dict[str, Any]) -> list[str]:
     """Every problem of ``config`` against ``schema``, as readable lines sorted by JSON path."""
     validator = jsonschema.Draft202012Validator(schema)
     errors = sorted(validator.iter_errors(config), key=lambda e: [str(p) for p in e.absolute_path])
-    return [_describe(error) for error in errors]
+    return [line for error in errors for line in _describe(error)]
 
 
 def validate_section(module_id: str, section: Any, schema: dict[str, Any]) -> list[str]:
@@ -188,13 +215,50 @@ def load_config(path: str | os.PathLike[str]) -> dict[str, Any]:
         raise ConfigError([f"cannot read the file: {exc.strerror or exc}"], source) from exc
     except UnicodeDecodeError as exc:
         raise ConfigError([f"not UTF-8 text: {exc}"], source) from exc
+    duplicates: list[str] = []
+
+    def unique_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+        # json keeps the last of repeated keys; an earlier section would be silently ignored
+        result: dict[str, Any] = {}
+        for key, value in pairs:
+            if key in result:
+                duplicates.append(key)
+            result[key] = value
+        return result
+
     try:
-        config = json.loads(text)
+        config = json.loads(text, object_pairs_hook=unique_keys)
     except json.JSONDecodeError as exc:
         raise ConfigError([f"line {exc.lineno} column {exc.colno}: invalid JSON: {exc.msg}"], source) from exc
+    if duplicates:
+        raise ConfigError(
+            [
+                f"key {key!r} appears more than once in an object; expected each key once"
+                for key in dict.fromkeys(duplicates)
+            ],
+            source,
+        )
     if not isinstance(config, dict):
         raise ConfigError([f"(root): expected a JSON object, got {type(config).__name__}"], source)
+    # Python's json takes NaN, Infinity and 1e999 (= inf), which pass every minimum/maximum
+    non_finite = [
+        f"{json_path(path)}: {json.dumps(value)} is not a JSON number; expected a finite number"
+        for path, value in _non_finite(config, ())
+    ]
+    if non_finite:
+        raise ConfigError(non_finite, source)
     return config
+
+
+def _non_finite(value: Any, path: tuple[Any, ...]) -> Iterable[tuple[tuple[Any, ...], float]]:
+    if isinstance(value, float) and not math.isfinite(value):
+        yield path, value
+    elif isinstance(value, dict):
+        for key, item in value.items():
+            yield from _non_finite(item, (*path, key))
+    elif isinstance(value, list):
+        for index, item in enumerate(value):
+            yield from _non_finite(item, (*path, index))
 
 
 def normalized(config: Mapping[str, Any]) -> dict[str, Any]:

@@ -28,7 +28,7 @@ from .config import (
 )
 from .errors import ConfigError, ModuleLoadError
 from .events import Handler, find_handlers
-from .module import Module, ModuleStats
+from .module import Module, ModuleStats, storage_location
 from .plugins import available_module_ids, load_module_class
 from .timers import RepeatTimer
 from .uuapp import UUAPP_SCHEMA, UuAppClient
@@ -38,6 +38,7 @@ logger = logging.getLogger(__name__)
 ModuleInit = Callable[[dict[str, Any], UuAppClient | None], Any]
 DEFAULT_STOP_TIMEOUT = 10.0
 DEFAULT_HANDLER_TIMEOUT = 300.0
+CLOSE_GRACE = 2.0  # beyond the stop bound, what a second stop() caller allows for closing storages
 
 
 def configured_module_ids(config: Mapping[str, Any]) -> list[str]:
@@ -99,6 +100,10 @@ class Gateway(AbstractContextManager["Gateway"]):
         self.config_error: str | None = None
         self._lock = threading.RLock()
         self._stopping = False
+        self._stop_done = threading.Event()
+        self._stop_bound = 0.0
+        self._stopper: threading.Thread | None = None
+        self._handler_threads: set[threading.Thread] = set()
         self._signalled = False
         self._start_threads: list[threading.Thread] = []
         self._timers: dict[tuple[str, str | None], RepeatTimer] = {}
@@ -215,8 +220,28 @@ class Gateway(AbstractContextManager["Gateway"]):
         """Config keys that name no module, and tick handlers without a period (or vice versa)."""
         timers = config.get("gateway", {}).get("moduleTimers", {})
         errors = self._unknown_id_errors(config, {m.id for m in self._modules})
+        errors += self._storage_errors(config["gateway"])
         for loaded_module in self._modules:
             errors += self._timer_errors(loaded_module, timers.get(loaded_module.id))
+        return errors
+
+    def _storage_errors(self, gateway: Mapping[str, Any]) -> list[str]:
+        """Storage locations the gateway could not create or write (checked before anything starts)."""
+        errors = []
+        for loaded in self._modules:
+            if not isinstance(loaded.module, Module):
+                continue
+            path, _ = storage_location(gateway, loaded.id)
+            where = f"gateway.moduleBackupStorage.{loaded.id}"
+            if loaded.id not in gateway.get("moduleBackupStorage", {}):
+                where = "gateway.storageDir"
+            existing = next(p for p in (path, *path.absolute().parents) if p.exists())
+            if existing == path and path.is_dir():
+                errors.append(f"{where}: {str(path)!r} is a directory; expected a storage file path")
+            elif existing != path and not existing.is_dir():
+                errors.append(f"{where}: cannot create {str(path)!r}: {str(existing)!r} is not a directory")
+            elif not os.access(existing if existing != path else path.parent, os.W_OK | os.X_OK):
+                errors.append(f"{where}: cannot write {str(path)!r}: no write access to {str(existing)!r}")
         return errors
 
     @staticmethod
@@ -292,6 +317,7 @@ class Gateway(AbstractContextManager["Gateway"]):
             thread = threading.Thread(
                 target=self._call, args=(loaded, handler), name=f"{handler.event}:{handler.name}", daemon=True
             )
+            self._handler_threads.add(thread)
             thread.start()
             thread.join(max(0.0, deadline - time.monotonic()))
             if thread.is_alive():
@@ -331,15 +357,30 @@ class Gateway(AbstractContextManager["Gateway"]):
         client's connections. Idempotent.
 
         Returns within ``gateway.stopTimeout`` seconds (plus the storage close); a handler still
-        running then is logged and abandoned (its thread is a daemon).
+        running then is logged and abandoned (its thread is a daemon). Called while another thread
+        is stopping the gateway, it waits for that stop to finish (within the same bound), unless it
+        is called from a thread that stop is itself waiting for (a handler, a timer).
         """
         with self._lock:
-            if self._stopping or not self.runev.is_set():
+            if not self._stopping and not self.runev.is_set():
                 return
-            self._stopping = True
+            joining = self._stopping
+            if joining:
+                wait = not self._stop_waits_for(threading.current_thread())
+            else:
+                self._stopping = True
+                self._stop_done.clear()
+                self._stopper = threading.current_thread()
+                self._stop_bound = time.monotonic() + float(
+                    self.config["gateway"].get("stopTimeout", DEFAULT_STOP_TIMEOUT)
+                )
+            deadline = self._stop_bound
+        if joining:
+            if wait:
+                self._stop_done.wait(max(0.0, deadline - time.monotonic()) + CLOSE_GRACE)
+            return
         try:
             logger.info("gateway stopping")
-            deadline = time.monotonic() + float(self.config["gateway"].get("stopTimeout", DEFAULT_STOP_TIMEOUT))
             self.runev.clear()
             self.stopev.set()
             for timer in self._timers.values():
@@ -349,6 +390,8 @@ class Gateway(AbstractContextManager["Gateway"]):
                     logger.error("timer %s: handler still running at stop; abandoned", timer.name)
             self._run_in_threads(((m, h) for m in reversed(self._modules) for h in m.of("stop")), deadline)
             for thread in self._start_threads:
+                if thread is threading.current_thread():
+                    continue  # a start handler stopping the gateway: it goes on when stop() returns
                 thread.join(max(0.0, deadline - time.monotonic()))
                 if thread.is_alive():
                     logger.error("%s is still running at stop; abandoned", thread.name)
@@ -362,6 +405,18 @@ class Gateway(AbstractContextManager["Gateway"]):
         finally:
             with self._lock:
                 self._stopping = False
+                self._stopper = None
+                self._handler_threads.clear()
+            self._stop_done.set()
+
+    def _stop_waits_for(self, thread: threading.Thread) -> bool:
+        """Whether a running :meth:`stop` waits for ``thread`` (so ``thread`` must not wait for it)."""
+        return (
+            thread is self._stopper
+            or thread in self._handler_threads
+            or thread in self._start_threads
+            or any(timer.in_own_thread() for timer in self._timers.values())
+        )
 
     def __enter__(self) -> Gateway:
         self.start()

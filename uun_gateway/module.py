@@ -6,6 +6,7 @@ import logging
 import threading
 import time
 from collections.abc import Callable, Mapping
+from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar
 
 from .config import validate_section
@@ -27,6 +28,17 @@ DEFAULT_STORAGE_DIR = "storage"
 def module_id_from_str(name: str) -> str:
     """uun-iot's module id rule: the first letter lowercased (``WeatherConditions`` -> ``weatherConditions``)."""
     return name[:1].lower() + name[1:]
+
+
+def storage_location(gateway: Mapping[str, Any], module_id: str) -> tuple[Path, int]:
+    """The storage file and entry limit of module ``module_id`` under the ``gateway`` section:
+    ``moduleBackupStorage.<id>`` (a path or ``{"path", "limit"}``), else ``<storageDir>/<id>.sqlite``."""
+    setting = gateway.get("moduleBackupStorage", {}).get(module_id)
+    if isinstance(setting, Mapping):
+        return Path(setting["path"]), int(setting.get("limit", 0))
+    if setting is None:
+        return Path(gateway.get("storageDir", DEFAULT_STORAGE_DIR)) / f"{module_id}.sqlite", 0
+    return Path(setting), 0
 
 
 class ModuleStats:
@@ -125,13 +137,7 @@ class Module:
         ``{"path", "limit"}``), else ``<gateway.storageDir>/<id>.sqlite``. Opened on first use."""
         with self._storage_lock:
             if self._storage_obj is None or self._storage_obj.closed:
-                setting = self._config.get("moduleBackupStorage", {}).get(self.id)
-                limit = 0
-                if isinstance(setting, Mapping):
-                    setting, limit = setting["path"], setting.get("limit", 0)
-                if setting is None:
-                    setting = f"{self._config.get('storageDir', DEFAULT_STORAGE_DIR)}/{self.id}.sqlite"
-                self._storage_obj = Storage(self.id, setting, limit)
+                self._storage_obj = Storage(self.id, *storage_location(self._config, self.id))
             return self._storage_obj
 
     @property
@@ -156,8 +162,9 @@ class Module:
         ``usecase(data_list)`` sends a batch and returns the items of that list that FAILED (as in
         uun-iot); only the others are deleted, and the failed ones stay in front, in order. The
         storage lock is not held while ``usecase`` runs, so producers never wait for the network.
-        If ``usecase`` raises or returns None, nothing of that batch is deleted. Batches follow each
-        other while every entry is accepted, until the store is empty or ``stop`` is set.
+        If ``usecase`` raises, returns None (or no list), or returns an item that is not in the batch,
+        nothing of that batch is deleted. Batches follow each other while every entry is accepted,
+        until the store is empty or ``stop`` is set.
 
         Returns True when everything sent was accepted. A crash at any point loses nothing: entries
         are deleted only after the usecase accepted them (so an entry may be sent twice, never lost).
@@ -177,16 +184,27 @@ class Module:
                 logger.warning("module %s: sending %d entries failed: %s", self.id, len(batch), exc, exc_info=True)
                 self.stats.record_send(False, f"send failed: {exc}")
                 return False
-            if failed is None:
+            if not isinstance(failed, list | tuple):
+                got = "None" if failed is None else f"a {type(failed).__name__}"
                 logger.error(
-                    "module %s: the send function returned None instead of the list of failed entries; "
+                    "module %s: the send function returned %s instead of the list of failed entries; "
                     "keeping all %d entries",
+                    self.id,
+                    got,
+                    len(batch),
+                )
+                self.stats.record_send(False, f"send function returned {got}")
+                return False
+            rejected = _match_failed(batch, list(failed))
+            if rejected is None:
+                logger.error(
+                    "module %s: the send function returned failed entries that are not in the batch it was "
+                    "given; keeping all %d entries",
                     self.id,
                     len(batch),
                 )
-                self.stats.record_send(False, "send function returned None")
+                self.stats.record_send(False, "send function returned unknown failed entries")
                 return False
-            rejected = _match_failed(batch, list(failed))
             storage.ack(entry.id for n, entry in enumerate(entries) if n not in rejected)
             if rejected:
                 logger.warning(
@@ -198,14 +216,16 @@ class Module:
         return True
 
 
-def _match_failed(batch: list[Any], failed: list[Any]) -> set[int]:
-    """Positions in ``batch`` of the ``failed`` items: by identity, else by the first equal item."""
+def _match_failed(batch: list[Any], failed: list[Any]) -> set[int] | None:
+    """Positions in ``batch`` of the ``failed`` items: by identity, else by the first equal item.
+    None when an item matches nothing (deleting the batch would lose what it stands for)."""
     by_identity = {id(item): n for n, item in enumerate(batch)}
     positions: set[int] = set()
     for item in failed:
         n = by_identity.get(id(item))
         if n is None or n in positions:
             n = next((i for i, other in enumerate(batch) if i not in positions and other == item), None)
-        if n is not None:
-            positions.add(n)
+        if n is None:
+            return None
+        positions.add(n)
     return positions

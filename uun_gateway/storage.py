@@ -77,10 +77,14 @@ class Storage:
         self._drop_logged_at: float | None = None
         self.quarantined: Path | None = None
         self._db: sqlite3.Connection | None = self._open()
-        self._count = self._scalar("SELECT COUNT(*) FROM entries")
-        self.uid = self._load_uid()
-        if self.maxlen and self._count > self.maxlen:
-            self.trim()
+        try:
+            self._count = self._scalar("SELECT COUNT(*) FROM entries")
+            self.uid = self._load_uid()
+            if self.maxlen and self._count > self.maxlen:
+                self.trim()
+        except BaseException:
+            self.close()
+            raise
 
     # -- opening ---------------------------------------------------------------------------------
 
@@ -100,6 +104,10 @@ class Storage:
                 db.close()
                 raise sqlite3.DatabaseError(check)
         except sqlite3.DatabaseError as exc:
+            code = getattr(exc, "sqlite_errorcode", sqlite3.SQLITE_CORRUPT) & 0xFF
+            if code not in (sqlite3.SQLITE_CORRUPT, sqlite3.SQLITE_NOTADB):
+                # not damage (no permission, locked, read-only): the file must stay where it is
+                raise StorageError(f"storage {self.storage_id!r}: cannot open {self.path}: {exc}") from exc
             self._quarantine(f"damaged database ({exc})")
             db = self._connect(str(self.path))
         # the database and its WAL file now exist: make their directory entries durable too
@@ -171,12 +179,10 @@ class Storage:
 
     def _load_uid(self) -> str:
         with self.write_lock:
-            row = self._conn().execute("SELECT value FROM meta WHERE key = 'uid'").fetchone()
-            if row:
-                return str(row[0])
-            uid = uuid.uuid4().hex
-            self._conn().execute("INSERT INTO meta (key, value) VALUES ('uid', ?)", (uid,))
-            return uid
+            db = self._conn()
+            # another process (the storage CLI, a second gateway) may be creating the same store now
+            db.execute("INSERT OR IGNORE INTO meta (key, value) VALUES ('uid', ?)", (uuid.uuid4().hex,))
+            return str(db.execute("SELECT value FROM meta WHERE key = 'uid'").fetchone()[0])
 
     # -- helpers ---------------------------------------------------------------------------------
 
@@ -207,11 +213,14 @@ class Storage:
                             "INSERT INTO entries (id, created, kind, payload) VALUES (?, ?, ?, ?)", (first_id + n, *row)
                         )
                         ids.append(first_id + n)
+                if first_id is not None and rows:
+                    db.execute("INSERT OR REPLACE INTO meta (key, value) VALUES ('lowestId', ?)", (str(first_id),))
                 self._count += len(rows)
                 self._trim_locked(oldest_first=first_id is None)
                 db.execute("COMMIT")
             except BaseException:
-                db.execute("ROLLBACK")
+                if db.in_transaction:  # SQLite may have rolled back already (a full disk): keep that error
+                    db.execute("ROLLBACK")
                 self._count = self._scalar("SELECT COUNT(*) FROM entries")
                 raise
         return ids
@@ -255,8 +264,14 @@ class Storage:
         every stored entry (it is older). With a limit, the oldest entries are dropped first."""
         if not new_data and data:
             with self.write_lock:
-                first = self._scalar("SELECT MIN(id) FROM entries") if self._count else 1
-                self._insert(data, first_id=first - len(data))
+                # Below every id this store ever gave out (appends count up from the highest one), so
+                # a prepended entry never takes the id of one the server already has.
+                lowest = self._scalar(
+                    "SELECT COALESCE((SELECT CAST(value AS INTEGER) FROM meta WHERE key = 'lowestId'), 1)"
+                )
+                if self._count:
+                    lowest = min(lowest, self._scalar("SELECT MIN(id) FROM entries"))
+                self._insert(data, first_id=lowest - len(data))
         else:
             self._insert(data)
 
@@ -320,7 +335,8 @@ class Storage:
                     deleted += db.execute(f"DELETE FROM entries WHERE id IN ({marks})", chunk).rowcount
                 db.execute("COMMIT")
             except BaseException:
-                db.execute("ROLLBACK")
+                if db.in_transaction:
+                    db.execute("ROLLBACK")
                 raise
             self._count -= deleted
         return deleted

@@ -90,6 +90,10 @@ class RepeatTimer:
         """True while the timer thread runs."""
         return self._thread is not None and self._thread.is_alive()
 
+    def in_own_thread(self) -> bool:
+        """True when called from the timer's own thread (by its function)."""
+        return self._thread is threading.current_thread()
+
     def start(self) -> None:
         """Start the timer thread. Raises ``RuntimeError`` if it is already running."""
         with self._lock:

@@ -335,10 +335,15 @@ class UuAppClient:
             self._store_cache(self._token)
             return True
 
-    def invalidate_token(self) -> None:
-        """Forget the held token (e.g. after the server answered 401); the next request grants anew."""
+    def invalidate_token(self, token: str | None = None) -> None:
+        """Forget the held token (e.g. after the server answered 401); the next request grants anew.
+
+        With ``token`` (the value the refused request carried), only when the held token is still
+        that one: a late 401 for an old token must not throw away one another thread renewed since.
+        """
         with self._token_lock:
-            self._token = None
+            if token is None or (self._token is not None and self._token.value == token):
+                self._token = None
             self._cache_checked = True
 
     def _grant(self) -> _Token:
@@ -547,7 +552,7 @@ class UuAppClient:
             )
             if response.status_code != 401 or self._oidc is None:
                 return response
-            self.invalidate_token()
+            self.invalidate_token(headers.get("Authorization", "").removeprefix("Bearer ") or None)
             if attempt == 2 or isinstance(dto_in, MultipartEncoder):
                 return response
             response.close()

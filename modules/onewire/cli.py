@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import math
 import sys
 from typing import Any, TextIO
 
@@ -28,10 +29,10 @@ def register(subparsers: argparse._SubParsersAction[Any]) -> None:
     )
     scan_cmd.add_argument(
         "--conversion-delay",
-        type=float,
+        type=_delay,
         default=1.2,
         metavar="SECONDS",
-        help="wait after the simultaneous temperature conversion (default 1.2)",
+        help="wait after the simultaneous temperature conversion (0 to 10, default 1.2)",
     )
     scan_cmd.set_defaults(func=run_scan)
 
@@ -41,6 +42,16 @@ def _address(text: str) -> ServerAddress:
         return ServerAddress.parse(text)
     except ValueError as err:
         raise argparse.ArgumentTypeError(str(err)) from None
+
+
+def _delay(text: str) -> float:
+    try:
+        seconds = float(text)
+    except ValueError:
+        seconds = math.nan
+    if not 0 <= seconds <= 10:  # as gateway.onewire.conversionDelay; also rejects nan and inf
+        raise argparse.ArgumentTypeError(f"invalid delay {text!r}: expected a number of seconds from 0 to 10")
+    return seconds
 
 
 def run_scan(args: argparse.Namespace, out: TextIO | None = None, err: TextIO | None = None) -> int:

@@ -51,17 +51,28 @@ class ServerAddress:
 
     @classmethod
     def parse(cls, text: str) -> ServerAddress:
-        """Parse ``HOST``, ``HOST:PORT`` or ``:PORT``; raise ``ValueError`` with a clear message."""
-        host, sep, port_text = text.rpartition(":")
-        if not sep:
-            host, port_text = text, str(DEFAULT_PORT)
+        """Parse ``HOST``, ``HOST:PORT``, ``:PORT`` or an IPv6 ``[ADDRESS]:PORT`` (a bare IPv6
+        address gets the default port); raise ``ValueError`` with a clear message."""
+        spec = text.strip()
+        if not spec:
+            raise ValueError(f"invalid owserver address {text!r}: expected HOST, HOST:PORT or :PORT")
+        if spec.startswith("["):
+            host, bracket, rest = spec[1:].partition("]")
+            if not bracket or not host or rest[:1] not in ("", ":"):
+                raise ValueError(f"invalid owserver address {text!r}: expected [IPv6 ADDRESS]:PORT")
+            port_text = rest[1:] if rest else str(DEFAULT_PORT)
+        elif spec.count(":") > 1:
+            host, port_text = spec, str(DEFAULT_PORT)
+        else:
+            host, sep, port_text = spec.rpartition(":")
+            if not sep:
+                host, port_text = spec, str(DEFAULT_PORT)
         host = host or DEFAULT_HOST
-        try:
-            port = int(port_text)
-        except ValueError:
-            raise ValueError(f"invalid owserver address {text!r}: port must be a number") from None
+        if not (port_text.isascii() and port_text.isdigit()):
+            raise ValueError(f"invalid owserver address {text!r}: port must be a number")
+        port = int(port_text)
         if not 0 < port < 65536:
-            raise ValueError(f"invalid owserver address {text!r}: port out of range")
+            raise ValueError(f"invalid owserver address {text!r}: port out of range (expected 1 to 65535)")
         return cls(host, port)
 
 
@@ -91,6 +102,8 @@ def _describe(err: BaseException) -> str:
         return f"connection closed by owserver ({err})"
     if isinstance(err, protocol.ConnError):
         return f"connection failed ({err})"
+    if isinstance(err, UnicodeError):
+        return f"garbled reply, not owserver's ASCII ({err})"
     return f"{type(err).__name__}: {err}"
 
 
@@ -226,7 +239,7 @@ class OwServer:
             raise ServerUnavailable(self.address, "in backoff after a timeout", timed_out=True)
         try:
             proxy = self._proxy()
-        except (protocol.Error, OSError, AssertionError) as err:
+        except (protocol.Error, OSError, AssertionError, UnicodeError) as err:
             timed_out = _is_timeout(err)
             self.mark_down(_describe(err), timed_out)
             raise ServerUnavailable(self.address, _describe(err), timed_out) from err
@@ -271,7 +284,7 @@ class OwSession:
                 # The server answered: it is up, the path is the problem.
                 self.server.mark_up()
                 raise
-            except (protocol.Error, OSError, AssertionError) as err:
+            except (protocol.Error, OSError, AssertionError, UnicodeError) as err:
                 last = err
                 if _is_timeout(err):
                     break

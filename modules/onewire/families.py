@@ -8,6 +8,7 @@ are listed by scans but have nothing read unless configured.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 
@@ -26,6 +27,14 @@ POWER_ON_VALUE = 85.0
 
 def _bool(raw: bytes) -> bool:
     return int(raw) == 1
+
+
+def _float(raw: bytes) -> float:
+    """A finite float; ``nan``/``inf`` (which no storage or JSON peer accepts) raise ValueError."""
+    value = float(raw)
+    if not math.isfinite(value):
+        raise ValueError(f"not a finite number: {raw!r}")
+    return value
 
 
 @dataclass(frozen=True)
@@ -50,17 +59,18 @@ def _parse_auto(raw: bytes) -> float | int | str:
     except ValueError:
         pass
     try:
-        return float(text)
+        value = float(text)
     except ValueError:
         return text
+    return value if math.isfinite(value) else text
 
 
 _KNOWN: dict[str, tuple[Callable[[bytes], float | int | bool | str], str | None]] = {
-    "temperature": (float, "°C"),
-    "humidity": (float, "%"),
-    "VAD": (float, "V"),
-    "VDD": (float, "V"),
-    "vis": (float, "V"),
+    "temperature": (_float, "°C"),
+    "humidity": (_float, "%"),
+    "VAD": (_float, "V"),
+    "VDD": (_float, "V"),
+    "vis": (_float, "V"),
     "counter.A": (int, None),
     "counter.B": (int, None),
     "PIO": (_bool, None),

@@ -69,6 +69,8 @@ class ServiceApi:
         result: list[GatewayTree] = []
         try:
             items = listing["data"]
+            if not isinstance(items, list):
+                raise TypeError(f"data is {type(items).__name__}, not a list")
             for item in items:
                 if not isinstance(item, Mapping) or item.get("type") != "gateway":
                     continue

@@ -121,6 +121,8 @@ class CognitoAuth:
             data = None
         if resp.status_code == 200 and isinstance(data, dict):
             return data
+        if resp.status_code == 200:
+            raise ClientError(f"{action}: unexpected reply (HTTP 200 without a JSON object)")
         if isinstance(data, dict) and "__type" in data:
             error_type = str(data["__type"]).rsplit("#", 1)[-1]
             message = str(data.get("message") or data.get("Message") or "")
@@ -168,6 +170,11 @@ class CognitoAuth:
             if start.get("ChallengeName") != "PASSWORD_VERIFIER":
                 raise AuthenticationError(f"unsupported login challenge {start.get('ChallengeName')!r}")
             params = start.get("ChallengeParameters") or {}
+            if not isinstance(params, dict):
+                kind = type(params).__name__
+                raise ClientError(
+                    f"malformed PASSWORD_VERIFIER challenge: ChallengeParameters is a {kind}, not an object"
+                )
             try:
                 user_id = str(params["USER_ID_FOR_SRP"])
                 secret_block = str(params["SECRET_BLOCK"])
@@ -182,7 +189,7 @@ class CognitoAuth:
                     secret_block,
                     timestamp,
                 )
-            except (KeyError, ValueError) as exc:
+            except (KeyError, TypeError, ValueError) as exc:
                 raise ClientError(f"malformed PASSWORD_VERIFIER challenge: {exc}") from None
             body: dict[str, Any] = {
                 "ChallengeName": "PASSWORD_VERIFIER",

@@ -8,19 +8,35 @@ arguments (unknown device, value out of range), 78 unusable config.
 from __future__ import annotations
 
 import argparse
+import math
 import sys
 from pathlib import Path
 from typing import Any, TextIO
 
 from uun_gateway import load_config
+from uun_gateway.config import validate
 from uun_gateway.errors import ConfigError
 
 from .client import Client
 from .errors import AuthenticationError, ClientError
 from .models import Gateway, HvacDevice, enum_name, parse_system_mode
-from .module import build_client
+from .module import CONFIG_SCHEMA, build_client
 
 EX_CONFIG = 78
+# What the commands need of the config file; the rest of it is the gateway's business.
+_CONFIG_FILE_SCHEMA: dict[str, Any] = {
+    "type": "object",
+    "description": "a JSON object",
+    "required": ["gateway"],
+    "properties": {
+        "gateway": {
+            "type": "object",
+            "description": "an object",
+            "required": ["unisenza"],
+            "properties": {"unisenza": CONFIG_SCHEMA},
+        }
+    },
+}
 
 
 def register(subparsers: argparse._SubParsersAction[Any]) -> None:
@@ -30,7 +46,7 @@ def register(subparsers: argparse._SubParsersAction[Any]) -> None:
 
     common = argparse.ArgumentParser(add_help=False)
     common.add_argument("-c", "--config", required=True, help="the gateway's JSON config file")
-    common.add_argument("--timeout", type=float, default=30.0, help="seconds to wait for the cloud (30)")
+    common.add_argument("--timeout", type=_seconds, default=30.0, help="seconds to wait for the cloud (30)")
 
     listing = sub.add_parser("list", parents=[common], help="print gateways and thermostats with their state")
     listing.set_defaults(func=cmd_list)
@@ -42,12 +58,26 @@ def register(subparsers: argparse._SubParsersAction[Any]) -> None:
     setter.set_defaults(func=cmd_set)
 
 
+def _seconds(text: str) -> float:
+    try:
+        seconds = float(text)
+    except ValueError:
+        seconds = math.nan
+    if not 0 < seconds < math.inf:
+        raise argparse.ArgumentTypeError(f"invalid timeout {text!r}: expected a number of seconds > 0")
+    return seconds
+
+
 def _open(args: argparse.Namespace) -> Client:
     config = load_config(args.config)
-    section = config.get("gateway", {}).get("unisenza")
-    if not isinstance(section, dict) or "username" not in section:
-        raise ConfigError([f"gateway.unisenza.username is not configured in {args.config}"], str(args.config))
-    client = build_client(section, Path(args.config).resolve().parent)
+    errors = validate(config, _CONFIG_FILE_SCHEMA)
+    if errors:
+        raise ConfigError(errors, str(args.config))
+    section = config["gateway"]["unisenza"]
+    try:
+        client = build_client(section, Path(args.config).resolve().parent)
+    except ClientError as exc:  # no network yet: the password (file) is unusable
+        raise ConfigError([f"gateway.unisenza: {exc}"], str(args.config)) from None
     try:
         client.login()
         client.populate_devices()
@@ -82,7 +112,8 @@ def _run(args: argparse.Namespace, action: Any) -> int:
     try:
         client = _open(args)
     except ConfigError as exc:
-        print(f"uun-gateway unisenza: {exc}", file=sys.stderr)
+        for error in exc.errors:
+            print(f"uun-gateway unisenza: {exc.source or args.config}: {error}", file=sys.stderr)
         return EX_CONFIG
     except AuthenticationError as exc:
         print(f"uun-gateway unisenza: login refused: {exc}", file=sys.stderr)

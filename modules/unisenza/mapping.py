@@ -8,6 +8,7 @@ kept as a raw int. Pure functions, thread-safe.
 from __future__ import annotations
 
 import logging
+import math
 from collections.abc import Callable, Mapping
 from typing import Any
 
@@ -23,7 +24,10 @@ SET_MODE_KEY = "ep1:sTherS:SetSystemMode"
 
 
 def _x100(value: Any) -> float:
-    return float(value) / 100
+    number = float(value) / 100
+    if not math.isfinite(number):  # "nan", "inf", 1e999: no storage or JSON peer takes these
+        raise ValueError("not a finite number")
+    return number
 
 
 def _int(value: Any) -> int:

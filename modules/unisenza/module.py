@@ -45,7 +45,11 @@ CONFIG_SCHEMA: dict[str, Any] = {
     "anyOf": [{"required": ["password"]}, {"required": ["passwordFile"]}],
     "properties": {
         "username": {"type": "string", "minLength": 1, "description": "the cloud account's e-mail"},
-        "password": {"type": "string", "description": "the cloud password (prefer passwordFile)"},
+        "password": {
+            "type": "string",
+            "writeOnly": True,
+            "description": "the cloud password, a string (prefer passwordFile)",
+        },
         "passwordFile": {"type": "string", "minLength": 1, "description": "a file holding the password"},
         "requestTimeout": _NUMBER,
         "httpTimeout": _NUMBER,
@@ -85,7 +89,7 @@ CONFIG_SCHEMA: dict[str, Any] = {
         },
         "endpoints": {
             "type": "object",
-            "description": "overrides of the cloud endpoints",
+            "description": "an object of cloud endpoint overrides",
             "properties": {
                 **{key: {"type": "string", "description": "a string"} for key in _ENDPOINT_KEYS},
                 "iotPort": {"type": "integer", "minimum": 1, "maximum": 65535, "description": "a TCP port"},
