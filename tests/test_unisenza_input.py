@@ -106,7 +106,8 @@ def test_an_unreadable_password_file_is_a_config_error(tmp_path: Path, capsys: p
     path = write_config(tmp_path, config)
     assert main(["unisenza", "set", "Kitchen", "-t", "21", "-c", path]) == 78
     err = capsys.readouterr().err
-    assert f"gateway.unisenza: cannot read the password file {tmp_path / 'missing.password'}" in err, err
+    # relative to the working directory, as for the service (and as storage paths are)
+    assert f"gateway.unisenza: cannot read the password file {Path('missing.password').absolute()}" in err, err
 
 
 @pytest.mark.parametrize("timeout", ["-5", "0", "nan", "inf"])

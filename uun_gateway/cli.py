@@ -166,6 +166,13 @@ def _is_uun_gateway_store(path: Path) -> bool:
     return {"entries", "meta"} <= tables and {"id", "created", "kind", "payload"} <= columns
 
 
+def _count(text: str) -> int:
+    """An argparse type: a whole number >= 0."""
+    if not text.isdigit():
+        raise argparse.ArgumentTypeError(f"expected a whole number >= 0, got {text!r}")
+    return int(text)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="uun-gateway", description="uun-gateway: IoT gateway framework")
     parser.add_argument("--version", action="version", version=f"uun-gateway {__version__}")
@@ -188,7 +195,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     storage = sub.add_parser("storage", help="show a module storage file: entry count and the oldest entries")
     storage.add_argument("path", help="the storage file (e.g. storage/onewire.sqlite)")
-    storage.add_argument("--show", type=int, default=10, metavar="N", help="how many of the oldest entries (10)")
+    storage.add_argument("--show", type=_count, default=10, metavar="N", help="how many of the oldest entries (10)")
     storage.set_defaults(func=cmd_storage)
 
     for module_id in available_module_ids():

@@ -332,6 +332,7 @@ class Gateway(AbstractContextManager["Gateway"]):
                 return
             self.stopev.clear()
             self.runev.set()
+            self._signalled = False
             self.started_at = time.monotonic()
             evs = (self.runev, self.stopev)
             for loaded in self._modules:

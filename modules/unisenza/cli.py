@@ -10,7 +10,6 @@ from __future__ import annotations
 import argparse
 import math
 import sys
-from pathlib import Path
 from typing import Any, TextIO
 
 from uun_gateway import load_config
@@ -75,7 +74,7 @@ def _open(args: argparse.Namespace) -> Client:
         raise ConfigError(errors, str(args.config))
     section = config["gateway"]["unisenza"]
     try:
-        client = build_client(section, Path(args.config).resolve().parent)
+        client = build_client(section)
     except ClientError as exc:  # no network yet: the password (file) is unusable
         raise ConfigError([f"gateway.unisenza: {exc}"], str(args.config)) from None
     try:
