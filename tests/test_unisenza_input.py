@@ -107,7 +107,7 @@ def test_an_unreadable_password_file_is_a_config_error(tmp_path: Path, capsys: p
     assert main(["unisenza", "set", "Kitchen", "-t", "21", "-c", path]) == 78
     err = capsys.readouterr().err
     # relative to the working directory, as for the service (and as storage paths are)
-    assert f"gateway.unisenza: cannot read the password file {Path('missing.password').absolute()}" in err, err
+    assert "gateway.unisenza: cannot read the password file missing.password: No such file" in err, err
 
 
 @pytest.mark.parametrize("timeout", ["-5", "0", "nan", "inf"])
