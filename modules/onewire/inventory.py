@@ -20,6 +20,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field, replace
 from typing import Any
 
+from .reader import Reading
 from .scanner import ScanResult
 
 log = logging.getLogger(__name__)
@@ -97,14 +98,9 @@ class DeviceNotFound(Event):
 
 @dataclass(frozen=True)
 class DeviceValue(Event):
-    """One accepted reading (the same content as the stored entry)."""
+    """One accepted reading (``reading.entry()`` is what was stored)."""
 
-    device_id: str
-    alias: str | None
-    property: str
-    value: Any
-    unit: str | None
-    timestamp: float
+    reading: Reading
 
 
 Listener = Callable[[Event], None]

@@ -263,9 +263,7 @@ class OneWire(Module):
                 shown,
                 f" (+{more} more)" if more > 0 else "",
             )
-        self.events.emit(
-            DeviceValue(r.device_id, r.alias, r.property, r.value, r.unit, r.timestamp) for r in result.readings
-        )
+        self.events.emit(DeviceValue(reading) for reading in result.readings)
 
     # -- command line -----------------------------------------------------------------------------
 
