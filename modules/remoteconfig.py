@@ -8,9 +8,10 @@ into the current one instead. Only the ``gateway`` section can change remotely: 
 
 The new config goes to :meth:`Gateway.reconfigure`, which validates it with the same schema as at
 start, applies it (timers re-timed, ``@on("update")`` handlers run), saves it atomically next to the
-config file, and rolls back if applying or saving fails. A rejected config is logged once and not
-tried again until the server's answer changes; the error stays in ``Gateway.config_error`` (and so
-in the heartbeat) until an update succeeds.
+config file, and rolls back if applying or saving fails. An invalid config is logged once and not
+tried again until the server's answer changes; one that could not be applied or saved is logged once
+and tried again at every tick. The error stays in ``Gateway.config_error`` (and so in the
+heartbeat) until an update succeeds.
 """
 
 from __future__ import annotations
@@ -22,7 +23,7 @@ from typing import Any, ClassVar
 
 import requests
 
-from uun_gateway import ConfigError, Module, UuAppClient, on
+from uun_gateway import ConfigApplyError, ConfigError, Module, UuAppClient, on
 
 
 class RemoteConfig(Module):
@@ -46,6 +47,7 @@ class RemoteConfig(Module):
         self.last_error: str | None = None
         self.applied = 0
         self._rejected: str | None = None
+        self._failing: str | None = None
         self._fetch_failing = False
         self._warned = False
 
@@ -82,12 +84,21 @@ class RemoteConfig(Module):
         try:
             changed = self.gateway.reconfigure(new)
         except ConfigError as exc:
-            self._rejected = fingerprint
+            # an invalid config stays invalid until the server changes it; one that could not be
+            # applied or saved (a full disk, say) is tried again at the next tick
+            retry = isinstance(exc, ConfigApplyError)
+            if fingerprint not in (self._rejected, self._failing):
+                self.logger.error(
+                    "remote config %s, keeping the current one%s:\n%s",
+                    "could not be applied" if retry else "rejected",
+                    "; retrying at the next tick" if retry else "",
+                    exc,
+                )
+            self._rejected, self._failing = (None, fingerprint) if retry else (fingerprint, None)
             self.last_error = str(exc)
-            self.stats.record_send(False, "remote config rejected")
-            self.logger.error("remote config rejected, keeping the current one:\n%s", exc)
+            self.stats.record_send(False, "remote config not applied" if retry else "remote config rejected")
             return
-        self._rejected = None
+        self._rejected = self._failing = None
         self.last_error = None
         self.stats.record_send(True)
         if changed:

@@ -139,3 +139,21 @@ def test_nondecremental_update_merges(fake: FakeUuApp, tmp_path: Path) -> None:
         rc.update()
         assert gateway.config["gateway"] == {**config["gateway"], "sensor": {"unit": "C"}}
         assert sensor._c("unit") == "C"
+
+
+def test_a_config_that_could_not_be_applied_is_tried_again_but_an_invalid_one_is_not(
+    fake: FakeUuApp, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    path, config = write_config(fake, tmp_path)
+    fake.gateway_config = {**config["gateway"], "sensor": {"failUpdate": True}}
+    with caplog.at_level(logging.ERROR), gateway_at(path) as (_gateway, sensor, rc, _heartbeat):
+        rc.update()
+        rc.update()
+        assert sensor.updates == 4, "applied (and rolled back) at both ticks"
+        fake.gateway_config = {**config["gateway"], "moduleTimers": {"sensor": -1}}
+        rc.update()
+        rc.update()
+        assert sensor.updates == 4, "an invalid config is never applied"
+    messages = [r.getMessage() for r in caplog.records if r.name.endswith("config")]
+    assert sum("could not be applied" in m for m in messages) == 1
+    assert sum("rejected" in m for m in messages) == 1

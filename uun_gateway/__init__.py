@@ -6,7 +6,7 @@ The public API::
 """
 
 from .config import load_config
-from .errors import ConfigError, ModuleLoadError, StorageError, UnsupportedEvent, UunGatewayError
+from .errors import ConfigApplyError, ConfigError, ModuleLoadError, StorageError, UnsupportedEvent, UunGatewayError
 from .events import on
 from .gateway import Gateway
 from .module import Module, ModuleStats, module_id_from_str
@@ -16,6 +16,7 @@ from .uuapp import TokenCommandError, TokenError, UuAppClient, UuCmdSession
 from .version import __version__
 
 __all__ = [
+    "ConfigApplyError",
     "ConfigError",
     "Entry",
     "Gateway",

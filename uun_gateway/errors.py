@@ -19,6 +19,14 @@ class ConfigError(UunGatewayError):
         super().__init__("\n".join(prefix + e for e in self.errors) or f"{prefix}invalid configuration")
 
 
+class ConfigApplyError(ConfigError):
+    """A valid configuration could not be applied or saved; the previous one is in effect again.
+
+    Unlike a plain :class:`ConfigError` the cause may be passing (a full disk, a device that was busy),
+    so trying the same configuration again later makes sense.
+    """
+
+
 class UnsupportedEvent(UunGatewayError, ValueError):
     """``@on`` was given an event it does not know, or arguments that event does not take."""
 

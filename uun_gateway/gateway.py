@@ -26,7 +26,7 @@ from .config import (
     suggest,
     validate,
 )
-from .errors import ConfigError, ModuleLoadError
+from .errors import ConfigApplyError, ConfigError, ModuleLoadError
 from .events import Handler, find_handlers
 from .module import Module, ModuleStats, storage_location
 from .plugins import available_module_ids, load_module_class
@@ -495,8 +495,9 @@ class Gateway(AbstractContextManager["Gateway"]):
         or under systemd its ``gateway`` section to ``$STATE_DIRECTORY/remote-config.json``, which
         is laid over the config file at the next start (see :func:`~uun_gateway.config.saved_update_path`).
         If validation fails nothing changes; if an update handler or the save fails, the previous
-        config is applied again. Either way :class:`ConfigError` is raised and :attr:`config_error`
-        records it until a later update succeeds. Thread-safe; updates are serialised.
+        config is applied again and :class:`ConfigApplyError` (a :class:`ConfigError`) is raised;
+        otherwise :class:`ConfigError`. :attr:`config_error` records it until a later update succeeds.
+        Thread-safe; updates are serialised.
         """
         with self._lock:
             errors = self.check(new_config)
@@ -518,7 +519,7 @@ class Gateway(AbstractContextManager["Gateway"]):
                 logger.error("config update failed (%s); rolling back to the previous config", failure)
                 self._apply(old)
                 self.config_error = failure
-                raise ConfigError([f"{failure}; rolled back to the previous config"], "remote config")
+                raise ConfigApplyError([f"{failure}; rolled back to the previous config"], "remote config")
             self.config_error = None
             logger.info("config updated%s", f" and saved to {target}" if target else "")
             return True
