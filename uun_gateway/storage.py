@@ -10,6 +10,7 @@ import threading
 import time
 import uuid
 from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -191,6 +192,22 @@ class Storage:
             raise StorageError(f"storage {self.storage_id!r} is closed")
         return self._db
 
+    @contextmanager
+    def _transaction(self) -> Iterator[sqlite3.Connection]:
+        """Hold the write lock for one durable transaction: committed when the block ends, rolled
+        back (and the entry count re-read) when it raises."""
+        with self.write_lock:
+            db = self._conn()
+            db.execute("BEGIN IMMEDIATE")
+            try:
+                yield db
+                db.execute("COMMIT")
+            except BaseException:
+                if db.in_transaction:  # SQLite may have rolled back already (a full disk): keep that error
+                    db.execute("ROLLBACK")
+                self._count = self._scalar("SELECT COUNT(*) FROM entries")
+                raise
+
     def _scalar(self, sql: str, params: tuple[Any, ...] = ()) -> int:
         with self.write_lock:
             value = self._conn().execute(sql, params).fetchone()[0]
@@ -200,32 +217,23 @@ class Storage:
         now = time.time()
         rows = [_encode(item, now, self.storage_id) for item in items]
         ids: list[int] = []
-        with self.write_lock:
-            db = self._conn()
-            db.execute("BEGIN IMMEDIATE")
-            try:
-                for n, row in enumerate(rows):
-                    if first_id is None:
-                        cur = db.execute("INSERT INTO entries (created, kind, payload) VALUES (?, ?, ?)", row)
-                        ids.append(int(cur.lastrowid or 0))
-                    else:
-                        db.execute(
-                            "INSERT INTO entries (id, created, kind, payload) VALUES (?, ?, ?, ?)", (first_id + n, *row)
-                        )
-                        ids.append(first_id + n)
-                if first_id is not None and rows:
-                    db.execute("INSERT OR REPLACE INTO meta (key, value) VALUES ('lowestId', ?)", (str(first_id),))
-                self._count += len(rows)
-                self._trim_locked(oldest_first=first_id is None)
-                db.execute("COMMIT")
-            except BaseException:
-                if db.in_transaction:  # SQLite may have rolled back already (a full disk): keep that error
-                    db.execute("ROLLBACK")
-                self._count = self._scalar("SELECT COUNT(*) FROM entries")
-                raise
+        with self._transaction() as db:
+            for n, row in enumerate(rows):
+                if first_id is None:
+                    cur = db.execute("INSERT INTO entries (created, kind, payload) VALUES (?, ?, ?)", row)
+                    ids.append(int(cur.lastrowid or 0))
+                else:
+                    db.execute(
+                        "INSERT INTO entries (id, created, kind, payload) VALUES (?, ?, ?, ?)", (first_id + n, *row)
+                    )
+                    ids.append(first_id + n)
+            if first_id is not None and rows:
+                db.execute("INSERT OR REPLACE INTO meta (key, value) VALUES ('lowestId', ?)", (str(first_id),))
+            self._count += len(rows)
+            self._trim_locked()
         return ids
 
-    def _trim_locked(self, oldest_first: bool = True) -> None:
+    def _trim_locked(self) -> None:
         excess = self._count - self.maxlen if self.maxlen else 0
         if excess <= 0:
             return
@@ -290,11 +298,8 @@ class Storage:
 
     def trim(self) -> None:
         """Drop the oldest entries beyond ``maxlen`` (no-op without a limit)."""
-        with self.write_lock:
-            db = self._conn()
-            db.execute("BEGIN IMMEDIATE")
+        with self._transaction():
             self._trim_locked()
-            db.execute("COMMIT")
 
     @property
     def data(self) -> list[Any]:
@@ -325,19 +330,11 @@ class Storage:
         """
         id_list = list(ids)
         deleted = 0
-        with self.write_lock:
-            db = self._conn()
-            db.execute("BEGIN IMMEDIATE")
-            try:
-                for start in range(0, len(id_list), 500):
-                    chunk = id_list[start : start + 500]
-                    marks = ",".join("?" * len(chunk))
-                    deleted += db.execute(f"DELETE FROM entries WHERE id IN ({marks})", chunk).rowcount
-                db.execute("COMMIT")
-            except BaseException:
-                if db.in_transaction:
-                    db.execute("ROLLBACK")
-                raise
+        with self._transaction() as db:
+            for start in range(0, len(id_list), 500):
+                chunk = id_list[start : start + 500]
+                marks = ",".join("?" * len(chunk))
+                deleted += db.execute(f"DELETE FROM entries WHERE id IN ({marks})", chunk).rowcount
             self._count -= deleted
         return deleted
 
