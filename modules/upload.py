@@ -124,19 +124,18 @@ class Upload(Module):
         return float(min(cap, initial * 2.0 ** min(failures - 1, 62)))
 
     def _storage_of(self, source: str) -> Storage | None:
-        modules = self.gateway.modules if self.gateway is not None else []
-        for module in modules:
-            if getattr(module, "id", None) == source and module is not self:
-                try:
-                    storage = getattr(module, "storage", None)
-                except Exception as exc:  # one source's broken storage must not stop the others' uploads
-                    state = self.state.setdefault(source, SourceState())
-                    if not state.warned_missing:
-                        state.warned_missing = True
-                        self.logger.error("upload source %r: its storage cannot be opened (%s); skipped", source, exc)
-                    return None
-                return storage if isinstance(storage, Storage) else None
-        return None
+        module = self._module_of(source)
+        if module is None or module is self:
+            return None
+        try:
+            storage = getattr(module, "storage", None)
+        except Exception as exc:  # one source's broken storage must not stop the others' uploads
+            state = self.state.setdefault(source, SourceState())
+            if not state.warned_missing:
+                state.warned_missing = True
+                self.logger.error("upload source %r: its storage cannot be opened (%s); skipped", source, exc)
+            return None
+        return storage if isinstance(storage, Storage) else None
 
     def _module_of(self, source: str) -> Any:
         modules = self.gateway.modules if self.gateway is not None else []

@@ -17,7 +17,7 @@ from uun_gateway.modules.heartbeat import Heartbeat
 
 from tests.conftest import wait_for
 from tests.fake_uuapp import FakeUuApp
-from tests.uuapp_modules import Sensor, gateway_config
+from tests.uuapp_modules import Sensor, gateway_config, loaded_gateway
 from uun_gateway import Gateway, __version__
 
 pytest_plugins = ["tests.uuapp_fixtures"]
@@ -28,14 +28,8 @@ BEAT = "gateway/heartbeat"
 @contextmanager
 def gateway_with_heartbeat(config: dict[str, Any]) -> Iterator[tuple[Gateway, Sensor, Heartbeat]]:
     """A (not started) gateway with a Sensor and a Heartbeat; connections closed afterwards."""
-    gateway = Gateway(config, lambda c, u: [Sensor(c["gateway"], u), Heartbeat(c["gateway"], u)])
-    try:
+    with loaded_gateway(config, lambda c, u: [Sensor(c["gateway"], u), Heartbeat(c["gateway"], u)]) as gateway:
         yield gateway, *gateway.modules
-    finally:
-        gateway.stop()
-        gateway.modules[0].close_storage()
-        if gateway.uuapp_client is not None:
-            gateway.uuapp_client.close()
 
 
 def test_dto_has_the_promised_fields(fake: FakeUuApp, tmp_path: Path) -> None:

@@ -17,7 +17,7 @@ from uun_gateway.modules.remoteconfig import RemoteConfig
 
 from tests.conftest import wait_for
 from tests.fake_uuapp import FakeUuApp
-from tests.uuapp_modules import Sensor, gateway_config
+from tests.uuapp_modules import Sensor, gateway_config, loaded_gateway
 from uun_gateway import Gateway
 
 pytest_plugins = ["tests.uuapp_fixtures"]
@@ -35,17 +35,10 @@ def write_config(fake: FakeUuApp, tmp_path: Path, **gateway: Any) -> tuple[Path,
 
 @contextmanager
 def gateway_at(path: Path) -> Iterator[tuple[Gateway, Sensor, RemoteConfig, Heartbeat]]:
-    gateway = Gateway(
-        path,
-        lambda c, u: [Sensor(c["gateway"], u), RemoteConfig(c["gateway"], u), Heartbeat(c["gateway"], u)],
-    )
-    try:
+    with loaded_gateway(
+        path, lambda c, u: [Sensor(c["gateway"], u), RemoteConfig(c["gateway"], u), Heartbeat(c["gateway"], u)]
+    ) as gateway:
         yield gateway, *gateway.modules
-    finally:
-        gateway.stop()
-        gateway.modules[0].close_storage()
-        if gateway.uuapp_client is not None:
-            gateway.uuapp_client.close()
 
 
 def test_valid_remote_config_is_applied_and_persisted(fake: FakeUuApp, tmp_path: Path) -> None:

@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import threading
-from collections.abc import Mapping
+from collections.abc import Callable, Iterator, Mapping
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, ClassVar
 
 from tests.fake_uuapp import FakeUuApp
-from uun_gateway import Module, UuAppClient, on
+from uun_gateway import Gateway, Module, UuAppClient, on
 
 
 class Sensor(Module):
@@ -41,3 +42,17 @@ def gateway_config(fake: FakeUuApp, tmp_path: Path, **gateway: Any) -> dict[str,
     cfg = fake.config(str(tmp_path / "oidc-token"), gatewayUpload="gateway/upload")
     cfg["gateway"] = {"storageDir": str(tmp_path / "storage"), "stopTimeout": 5, **gateway}
     return cfg
+
+
+@contextmanager
+def loaded_gateway(config: Any, module_init: Callable[[dict[str, Any], UuAppClient | None], Any]) -> Iterator[Gateway]:
+    """A (not started) gateway whose first module owns a storage; its storage and uuApp connections
+    are closed afterwards, whether or not it was started."""
+    gateway = Gateway(config, module_init)
+    try:
+        yield gateway
+    finally:
+        gateway.stop()
+        gateway.modules[0].close_storage()
+        if gateway.uuapp_client is not None:
+            gateway.uuapp_client.close()

@@ -598,21 +598,13 @@ class UuAppClient:
         self, uucmd: str, dto_in: Mapping[str, Any] | None = None, log_level: int = logging.WARNING
     ) -> requests.Response:
         """GET returning the response whatever its status; raises network errors and :class:`TokenError`."""
-        response, exc = self.get(uucmd, dto_in, log_level)
-        if response is None:
-            assert exc is not None
-            raise exc
-        return response
+        return _response_or_raise(self.get(uucmd, dto_in, log_level))
 
     def post_ignore_http_err(
         self, uucmd: str, dto_in: Any = None, log_level: int = logging.WARNING
     ) -> requests.Response:
         """POST returning the response whatever its status; raises network errors and :class:`TokenError`."""
-        response, exc = self.post(uucmd, dto_in, log_level)
-        if response is None:
-            assert exc is not None
-            raise exc
-        return response
+        return _response_or_raise(self.post(uucmd, dto_in, log_level))
 
 
 class UuCmdSession:
@@ -663,6 +655,15 @@ class UuCmdSession:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+def _response_or_raise(result: RequestResult) -> requests.Response:
+    """The response of a ``(response, exc)`` result whatever its HTTP status; the exception otherwise."""
+    response, exc = result
+    if response is None:
+        assert exc is not None
+        raise exc
+    return response
 
 
 def _close_session(session: requests.Session) -> None:
