@@ -8,22 +8,28 @@ The public API::
 from .config import load_config
 from .errors import ConfigApplyError, ConfigError, ModuleLoadError, StorageError, UnsupportedEvent, UunGatewayError
 from .events import on
+from .files import atomic_write
 from .gateway import Gateway
 from .module import Module, ModuleStats, module_id_from_str
+from .outage import Backoff, Deadline, StateLog, describe_failure, safe_text
 from .storage import Entry, Storage
 from .timers import RepeatTimer
+from .timestamps import iso_utc, parse_iso
 from .uuapp import TokenCommandError, TokenError, UuAppClient, UuCmdSession
 from .version import __version__
 
 __all__ = [
+    "Backoff",
     "ConfigApplyError",
     "ConfigError",
+    "Deadline",
     "Entry",
     "Gateway",
     "Module",
     "ModuleLoadError",
     "ModuleStats",
     "RepeatTimer",
+    "StateLog",
     "Storage",
     "StorageError",
     "TokenCommandError",
@@ -33,7 +39,12 @@ __all__ = [
     "UuCmdSession",
     "UunGatewayError",
     "__version__",
+    "atomic_write",
+    "describe_failure",
+    "iso_utc",
     "load_config",
     "module_id_from_str",
     "on",
+    "parse_iso",
+    "safe_text",
 ]

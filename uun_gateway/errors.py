@@ -37,3 +37,9 @@ class ModuleLoadError(UunGatewayError):
 
 class StorageError(UunGatewayError):
     """A storage operation failed (closed store, unserialisable entry, unreadable file)."""
+
+
+EX_SOFTWARE = 70
+"""Exit code (sysexits.h) of a gateway whose modules cannot be loaded."""
+EX_CONFIG = 78
+"""Exit code (sysexits.h) of an invalid configuration; the unit's ``RestartPreventExitStatus``."""
