@@ -251,10 +251,12 @@ class Storage:
       and logged (at most once a minute).
     - A damaged file is moved aside (``<path>.corrupt-<time>``), logged as an error and recorded in
       :attr:`quarantined`; the store then starts empty. It is never silently replaced.
-    - The file deleted or replaced under a running store (or its ``-wal``) is noticed by the next
-      write: logged as an error, the entries still readable are rescued (into a new file at the
-      path if it is gone, else into ``<path>.rescued-<time>``), and the store goes on in the file
-      now at the path. Nothing is ever acknowledged into a file that is gone.
+    - The file deleted or replaced under a running store (or its ``-wal`` deleted, replaced or
+      truncated) is noticed by the next write: logged as an error, and the entries the store still
+      reads are rescued, with their ids and uid, into a new file at the path (if the file or its WAL
+      was lost), or into ``<path>.rescued-<time>`` (if another file took its place; the store then
+      goes on with that file, and an :meth:`ack` of the old ids raises :class:`StorageError`).
+      Nothing is ever acknowledged into a file that is gone.
     - The file and its ``-wal``/``-shm`` are 0600 whatever the umask.
     - A uun-iot JSON backup file found at ``backup_path`` is imported once; the original is kept as
       ``<path>.uun-iot.json``.
@@ -429,14 +431,14 @@ class Storage:
             return f"{wal} was truncated"
         return None
 
-    def _ensure_file(self) -> None:
+    def _ensure_file(self) -> bool:
         """Before a write: if the file is not ours any more, rescue what we can and reopen (under
-        the write lock)."""
+        the write lock). False when the file now at the path is another store (other ids)."""
         if self.path is None or self._db is None:
-            return
+            return True
         problem = self._file_problem()
         if problem is None:
-            return
+            return True
         assert self._wal_fd is not None
         logger.error(
             "storage %s: %s under the running store; writing on would acknowledge entries into a file that is gone",
@@ -454,15 +456,20 @@ class Storage:
                 "storage %s: the old file cannot be read any more (%s): its entries are lost", self.storage_id, exc
             )
         wal_is_ours = self._wal_id == _identity_or_none(f"{self.path}-wal")
-        gone = not self.path.exists()
+        current = _identity_or_none(self.path)
+        ours = current is None or current == self._file_id  # gone, or only its WAL was hit
         self._close_files()
-        if wal_is_ours or gone:
-            # companions of the deleted file: a new database must not pick up their frames
+        if wal_is_ours or ours:
+            # companions of the lost file: the database now at the path must not pick up their frames
             for suffix in _COMPANIONS:
                 Path(str(self.path) + suffix).unlink(missing_ok=True)
-        if rows is not None and gone:
-            _write_store(self.path, rows, meta)
-            logger.error("storage %s: rescued %d entries into a new %s", self.storage_id, len(rows), self.path)
+        if rows is not None and ours:
+            # what this store held is the truth: put it back at the path, atomically
+            tmp = self.path.with_name(f"{self.path.name}.rescuing")
+            _write_store(tmp, rows, meta)
+            os.replace(tmp, self.path)
+            _fsync_dir(self.path.parent)
+            logger.error("storage %s: rescued its %d entries into a new %s", self.storage_id, len(rows), self.path)
         elif rows:
             self.rescued = self.path.with_name(f"{self.path.name}.rescued-{time.strftime('%Y%m%dT%H%M%S')}")
             _write_store(self.rescued, rows, meta)
@@ -474,9 +481,11 @@ class Storage:
                 self.rescued,
                 self.path,
             )
+        uid = self.uid
         self._db = self._open()
         self._count = self._scalar("SELECT COUNT(*) FROM entries")
         self.uid = self._load_uid()
+        return self.uid == uid
 
     def _close_files(self) -> None:
         if self._db is not None:
@@ -510,15 +519,20 @@ class Storage:
         return self._db
 
     @contextmanager
-    def _transaction(self, action: str) -> Iterator[sqlite3.Connection]:
+    def _transaction(self, action: str, *, by_id: bool = False) -> Iterator[sqlite3.Connection]:
         """One durable transaction under the write lock: committed when the block ends, rolled back
         (and the entry count re-read) when it raises; then, without the lock, wait for the shared
-        flush that makes it durable."""
+        flush that makes it durable. ``by_id``: the change names entries of this store, so it is
+        refused if the file at the path turned out to be another store."""
         ticket = None
         with self._errors(action):
             with self.write_lock:
                 self._conn()
-                self._ensure_file()
+                if not self._ensure_file() and by_id:
+                    raise StorageError(
+                        f"{self._where()}: did not {action}: the file at the path is another store now "
+                        f"(this store's entries were rescued into {self.rescued})"
+                    )
                 db = self._conn()
                 db.execute("BEGIN IMMEDIATE")
                 try:
@@ -709,7 +723,7 @@ class Storage:
         if not id_list:
             return 0
         deleted = 0
-        with self._transaction("delete delivered entries") as db:
+        with self._transaction("delete delivered entries", by_id=True) as db:
             top = db.execute("SELECT MAX(id) FROM entries").fetchone()[0]
             for start in range(0, len(id_list), 500):
                 chunk = id_list[start : start + 500]
