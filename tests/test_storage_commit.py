@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import wait_for
-from uun_gateway import Storage, storage
+from uun_gateway import Storage, StorageError, storage
 
 
 class GatedSync:
@@ -192,7 +192,7 @@ def test_the_flush_error_of_a_commit_is_a_storage_error(tmp_path: Path, monkeypa
 
     monkeypatch.setattr(storage, "sync_file", failing)
     try:
-        with pytest.raises(storage.StorageError, match=r"storage 't' .*cannot store entries: Input/output error"):
+        with pytest.raises(StorageError, match=r"storage 't' .*cannot store entries: Input/output error"):
             s.append(1)
     finally:
         s.close()

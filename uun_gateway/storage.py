@@ -812,10 +812,9 @@ class StorageKind(enum.Enum):
     UUNIOT_JSON = "a uun-iot JSON backup (imported when its module opens it)"
     DAMAGED = "a damaged SQLite database (opening it moves it aside)"
     FOREIGN_SQLITE = "an SQLite database, but not a uun-gateway storage (no entries/meta tables)"
-    OTHER = "neither a uun-gateway storage nor a uun-iot JSON backup"
+    OTHER = "not a uun-gateway storage, nor a uun-iot JSON backup"
     MISSING = "no such storage file"
     UNREADABLE = "unreadable"
-    DIRECTORY = "a directory, not a storage file"
 
 
 @dataclass(frozen=True)
@@ -831,8 +830,15 @@ class StorageInspection:
 
     @property
     def problem(self) -> str | None:
-        """Why :class:`Storage` cannot (or must not) open the file as it is, or None."""
-        if self.kind in (StorageKind.MISSING, StorageKind.DIRECTORY, StorageKind.FOREIGN_SQLITE, StorageKind.OTHER):
+        """Why the file is not a storage to look into as it is, or None (a storage, or a damaged one,
+        which opening it moves aside). Opening an empty file or a uun-iot backup would change it."""
+        if self.kind in (
+            StorageKind.MISSING,
+            StorageKind.EMPTY,
+            StorageKind.UUNIOT_JSON,
+            StorageKind.FOREIGN_SQLITE,
+            StorageKind.OTHER,
+        ):
             return str(self.kind.value)
         if self.kind is StorageKind.UNREADABLE:
             return f"cannot read the storage file: {self.detail}"
@@ -846,8 +852,6 @@ def inspect_storage_file(path: str | os.PathLike[str]) -> StorageInspection:
     database, damaged? Never raises for a bad file; the answer says what it is."""
     target = Path(path)
     writable = os.access(target, os.W_OK) and os.access(target.parent, os.W_OK)
-    if target.is_dir():
-        return StorageInspection(target, StorageKind.DIRECTORY, writable)
     try:
         with open(target, "rb") as f:
             head = f.read(len(_SQLITE_MAGIC))
@@ -909,8 +913,8 @@ def storage_command(path: str, file: str | None, *, show: int, output: str | Non
     if found.kind is StorageKind.UUNIOT_JSON and exporting:
         print(f"{target}: already a uun-iot JSON backup", file=sys.stderr)
         return 1
-    if found.problem is not None or (found.kind is StorageKind.EMPTY and exporting):
-        print(f"{target}: {found.problem or found.kind.value}", file=sys.stderr)
+    if found.problem is not None:
+        print(f"{target}: {found.problem}", file=sys.stderr)
         return 1
     try:
         storage = Storage(target.stem, target)
