@@ -16,25 +16,28 @@ from uun_gateway import Storage, StorageError, storage
 
 
 class GatedSync:
-    """The flush seam, held shut: each flush waits until the test opens the gate."""
+    """The flush seams, held shut: each flush waits until the test opens the gate."""
 
-    def __init__(self, real: Callable[[int], None]) -> None:
-        self.real = real
+    def __init__(self) -> None:
         self.gate = threading.Event()
-        self.calls: list[int] = []
+        self.calls: list[str] = []
         self.lock = threading.Lock()
 
-    def __call__(self, fd: int) -> None:
-        with self.lock:
-            self.calls.append(fd)
-        self.gate.wait(10)
-        self.real(fd)
+    def wrap(self, name: str, real: Callable[[int], None]) -> Callable[[int], None]:
+        def flush(fd: int) -> None:
+            with self.lock:
+                self.calls.append(name)
+            self.gate.wait(10)
+            real(fd)
+
+        return flush
 
 
 @pytest.fixture
 def gated(monkeypatch: pytest.MonkeyPatch) -> Iterator[GatedSync]:
-    seam = GatedSync(storage.sync_file)
-    monkeypatch.setattr(storage, "sync_file", seam)
+    seam = GatedSync()
+    for name in ("sync_file", "sync_filesystem"):
+        monkeypatch.setattr(storage, name, seam.wrap(name, getattr(storage, name)))
     yield seam
     seam.gate.set()
 
@@ -63,8 +66,8 @@ def test_appends_arriving_during_a_flush_share_the_next_one_and_wait_for_it(tmp_
         gated.gate.set()
         for t in [leader, *followers]:
             t.join(10)
-        # the first flush, then one more for both files together: not one per append
-        assert len(gated.calls) == 1 + 2
+        # the first flush, then one more for both files together (one file system): not one per append
+        assert gated.calls == ["sync_file", "sync_filesystem"]
         assert sorted(returned) == list(range(7))
         assert sorted(stores[0].data) == [0, 2, 4, 6] and sorted(stores[1].data) == [1, 3, 5]
     finally:
@@ -97,7 +100,8 @@ def test_an_append_writes_about_one_page_to_the_wal(tmp_path: Path) -> None:
         before = wal.stat().st_size
         for n in range(200):
             s.append({"id": "28.000000000001", "value": 21.5 + n, "unit": "C"})
-        frames = (wal.stat().st_size - before) / (4096 + 24)
+        page = s._conn().execute("PRAGMA page_size").fetchone()[0]
+        frames = (wal.stat().st_size - before) / (page + 24)
         assert frames / 200 < 1.2, f"{frames / 200:.2f} WAL pages per append"
     finally:
         s.close()
