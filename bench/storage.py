@@ -196,8 +196,8 @@ def backlog(tmp: Path, sizes: list[int]) -> None:
     print(f"batch read+ack ({batch} per batch): {total / elapsed:,.0f} entries/s over {total:,}")
     wal = Path(f"{tmp / 'bench.sqlite'}-wal").stat().st_size
     print(
-        f"disk: database {full / 1e6:.1f} MB with {total:,} entries, {(tmp / 'bench.sqlite').stat().st_size / 1e6:.2f}"
-        f" MB once drained (WAL kept at {wal / 1e6:.1f} MB for reuse)"
+        f"disk: database {full / 1e6:.1f} MB with {total:,} entries, {(tmp / 'bench.sqlite').stat().st_size / 1e3:.0f}"
+        f" KB once drained (WAL kept at {wal / 1e6:.1f} MB for reuse)"
     )
     store.close()
 
