@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import errno
 import os
+import shutil
 import stat
 import subprocess
 from collections.abc import Iterator
@@ -97,15 +98,17 @@ def _lose(path: Path, how: str) -> None:
         Path(f"{path}-wal").unlink()
     elif how == "wal-truncated":
         os.truncate(f"{path}-wal", 0)
+    elif how == "directory":
+        shutil.rmtree(path.parent)
     else:
         raise AssertionError(how)
 
 
-@pytest.mark.parametrize("how", ["file", "all-three", "wal-deleted", "wal-truncated"])
+@pytest.mark.parametrize("how", ["file", "all-three", "wal-deleted", "wal-truncated", "directory"])
 def test_a_file_lost_under_a_live_store_is_noticed_and_nothing_is_lost(
     tmp_path: Path, how: str, caplog: pytest.LogCaptureFixture
 ) -> None:
-    path = tmp_path / "s.sqlite"
+    path = tmp_path / "storage" / "s.sqlite"
     store = Storage("t", path)
     try:
         ids = store.extend([{"n": n} for n in range(5)])

@@ -497,27 +497,31 @@ class Storage:
         wal_is_ours = self._wal_id == _identity_or_none(f"{self.path}-wal")
         current = _identity_or_none(self.path)
         ours = current is None or current == self._file_id  # gone, or only its WAL was hit
+        tmp = self.path.with_name(f"{self.path.name}.rescuing")
+        aside = self.path.with_name(f"{self.path.name}.rescued-{time.strftime('%Y%m%dT%H%M%S')}")
+        if rows is not None:
+            # on disk first: if this fails (a full disk, say), the old connection still holds them
+            # and the next write tries again
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            _write_store(tmp if ours else aside, rows, meta)
         self._close_files()
         if wal_is_ours or ours:
             # companions of the lost file: the database now at the path must not pick up their frames
             for suffix in _COMPANIONS:
                 Path(str(self.path) + suffix).unlink(missing_ok=True)
         if rows is not None and ours:
-            # what this store held is the truth: put it back at the path, atomically
-            tmp = self.path.with_name(f"{self.path.name}.rescuing")
-            _write_store(tmp, rows, meta)
+            # what this store held is the truth: put it back at the path
             os.replace(tmp, self.path)
             _fsync_dir(self.path.parent)
             logger.error("storage %s: rescued its %d entries into a new %s", self.storage_id, len(rows), self.path)
-        elif rows:
-            self.rescued = self.path.with_name(f"{self.path.name}.rescued-{time.strftime('%Y%m%dT%H%M%S')}")
-            _write_store(self.rescued, rows, meta)
+        elif rows is not None:
+            self.rescued = aside
             logger.error(
                 "storage %s: rescued its %d entries into %s (not delivered from there); going on with "
                 "the file now at %s",
                 self.storage_id,
                 len(rows),
-                self.rescued,
+                aside,
                 self.path,
             )
         uid = self.uid
