@@ -230,8 +230,8 @@ def _persist_wal(db: sqlite3.Connection, path: Path) -> bool:
     The sqlite3 module does not expose the call; CPython's connection object begins with its
     ``sqlite3*`` handle, which we check (its file name must be ours) before using. False (and the
     SQLite default: the WAL is deleted on close) where that does not hold."""
-    if sys.implementation.name != "cpython":
-        return False
+    if sys.implementation.name != "cpython" or not (3, 8) <= sys.version_info[:2] <= (3, 13):
+        return False  # the layout is checked for these versions only
     try:
         import _sqlite3
 
