@@ -17,7 +17,7 @@ from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager, suppress
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, NoReturn, overload
+from typing import Any, NoReturn
 
 from .errors import StorageError
 
@@ -60,43 +60,30 @@ class Entry:
     created: float
 
 
-class StoredData(Sequence[Any]):
+class StoredData(tuple[Any, ...]):
     """A read-only snapshot of a storage's data, oldest first (what :attr:`Storage.data` returns).
 
-    It compares equal to a list or tuple with the same items, so uun-iot code such as
-    ``storage.data == []`` keeps working. Mutating it (``append``, ``del``, ``+=``, ...) raises
-    :class:`TypeError`: in uun-iot ``data`` was the live list, here a change would be silently lost,
-    so it is refused. Change a storage with :meth:`Storage.append`, :meth:`Storage.extend`,
-    :meth:`Storage.ack` or :meth:`Storage.empty`.
+    A tuple that compares equal to a list with the same items, so uun-iot code such as
+    ``storage.data == []`` or ``json.dumps(storage.data)`` keeps working. Mutating it (``append``,
+    ``clear``, ``pop``, ...) raises :class:`TypeError`: in uun-iot ``data`` was the live list, here a
+    change would be silently lost, so it is refused. Change a storage with :meth:`Storage.append`,
+    :meth:`Storage.extend`, :meth:`Storage.ack` or :meth:`Storage.empty`.
     """
 
-    __slots__ = ("_items",)
-
-    def __init__(self, items: Iterable[Any]) -> None:
-        self._items = tuple(items)
-
-    @overload
-    def __getitem__(self, index: int) -> Any: ...
-    @overload
-    def __getitem__(self, index: slice) -> list[Any]: ...
-    def __getitem__(self, index: int | slice) -> Any:
-        if isinstance(index, slice):
-            return list(self._items[index])
-        return self._items[index]
-
-    def __len__(self) -> int:
-        return len(self._items)
+    __slots__ = ()
 
     def __eq__(self, other: object) -> bool:
-        if isinstance(other, (StoredData, list, tuple)):
-            return list(self._items) == list(other)
-        return NotImplemented
+        if isinstance(other, list):
+            return list(self) == other
+        return tuple.__eq__(self, other)
 
-    def __hash__(self) -> int:
-        return hash(self._items)
+    def __ne__(self, other: object) -> bool:
+        return not self == other
+
+    __hash__ = tuple.__hash__
 
     def __repr__(self) -> str:
-        return f"StoredData({list(self._items)!r})"
+        return f"StoredData({list(self)!r})"
 
     def _refuse(self, *args: Any, **kwargs: Any) -> NoReturn:
         raise TypeError(
@@ -105,7 +92,7 @@ class StoredData(Sequence[Any]):
         )
 
     append = extend = insert = remove = pop = clear = sort = reverse = _refuse
-    __setitem__ = __delitem__ = __iadd__ = __imul__ = _refuse
+    __setitem__ = __delitem__ = _refuse
 
 
 # -- group commit ---------------------------------------------------------------------------------
