@@ -41,10 +41,10 @@ def _print_config_errors(exc: ConfigError) -> None:
         print(f"  {error}", file=sys.stderr)
 
 
-def _load_gateway(path: str) -> Gateway | int:
+def _load_gateway(path: str, strict: bool = True) -> Gateway | int:
     """The gateway of the config file ``path``, or the exit code after saying why it cannot load."""
     try:
-        return Gateway(path)
+        return Gateway(path, strict=strict)
     except ConfigError as exc:
         _print_config_errors(exc)
         return EX_CONFIG
@@ -54,11 +54,19 @@ def _load_gateway(path: str) -> Gateway | int:
 
 
 def cmd_check_config(args: argparse.Namespace) -> int:
-    gateway = _load_gateway(args.file)
+    gateway = _load_gateway(args.file, strict=args.strict)
     if isinstance(gateway, int):
         return gateway
     timers = ", ".join(f"{t.name} every {t.period:g}s" for t in gateway.timers.values()) or "none"
     print(f"{args.file}: OK; modules: {', '.join(m.id for m in gateway.modules) or 'none'}; timers: {timers}")
+    if gateway.config_warnings:
+        print(
+            f"{args.file}: {len(gateway.config_warnings)} warning(s), fine for an application that brings its own "
+            "modules; `uun-gateway run` refuses them (check with --strict):",
+            file=sys.stderr,
+        )
+        for warning in gateway.config_warnings:
+            print(f"  {warning}", file=sys.stderr)
     return 0
 
 
@@ -122,6 +130,12 @@ def build_parser() -> argparse.ArgumentParser:
 
     check = sub.add_parser("check-config", help="validate a config file; exit 0 if valid, 78 with every error if not")
     check.add_argument("file")
+    check.add_argument(
+        "--strict",
+        action="store_true",
+        help="refuse, as `uun-gateway run` does, what an application bringing its own modules may leave to them "
+        "(unknown module ids and top-level keys, non-object gateway values, ticks without a period)",
+    )
     check.set_defaults(func=cmd_check_config)
 
     storage = sub.add_parser(
