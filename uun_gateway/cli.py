@@ -11,7 +11,6 @@ import signal
 import sqlite3
 import sys
 from collections.abc import Sequence
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -21,6 +20,7 @@ from .plugins import Commands, command_entry_points, load_command
 from .signals import STOP_SIGNALS, StopRequest, signal_name
 from .storage import Storage
 from .systemd import JournalFormatter
+from .timestamps import iso_utc
 from .version import __version__
 
 logger = logging.getLogger("uun_gateway.cli")
@@ -130,7 +130,7 @@ def cmd_storage(args: argparse.Namespace) -> int:
         entries = storage.oldest(args.show)
         print(f"{path}: {len(storage)} entries (store uid {storage.uid})")
         for entry in entries:
-            when = datetime.fromtimestamp(entry.created, UTC).isoformat(timespec="seconds")
+            when = iso_utc(entry.created, "seconds")
             data = (
                 f"<{len(entry.data)} bytes>"
                 if isinstance(entry.data, bytes)

@@ -9,7 +9,6 @@ import json
 import math
 import os
 import re
-import tempfile
 from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any, cast
@@ -17,6 +16,7 @@ from typing import Any, cast
 import jsonschema
 
 from .errors import ConfigError
+from .files import atomic_write
 
 PERIOD_SCHEMA: dict[str, Any] = {
     "type": "number",
@@ -297,25 +297,4 @@ def save_update(target: Path, config_path: Path | None, config: Mapping[str, Any
 def save_config_atomically(path: str | os.PathLike[str], config: Mapping[str, Any]) -> None:
     """Replace the file at ``path`` with ``config`` so that it is, at every instant, either the old
     or the new complete file. The file's mode is kept (new files get 0600: configs hold secrets)."""
-    target = Path(path)
-    try:
-        mode = target.stat().st_mode & 0o7777
-    except FileNotFoundError:
-        mode = 0o600
-    fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            json.dump(config, f, indent=2)
-            f.write("\n")
-            f.flush()
-            os.fchmod(f.fileno(), mode)
-            os.fsync(f.fileno())
-        os.replace(tmp, target)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    dir_fd = os.open(target.parent, os.O_RDONLY | os.O_DIRECTORY)
-    try:
-        os.fsync(dir_fd)
-    finally:
-        os.close(dir_fd)
+    atomic_write(path, json.dumps(config, indent=2) + "\n")
