@@ -7,17 +7,15 @@ import faulthandler
 import json
 import logging
 import os
-import signal
 import sqlite3
 import sys
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
 
 from .errors import EX_CONFIG, EX_SOFTWARE, ConfigError, ModuleLoadError, StorageError, UunGatewayError
 from .gateway import Gateway
 from .plugins import Commands, command_entry_points, load_command
-from .signals import STOP_SIGNALS, StopRequest, signal_name
+from .signals import SignalWatch, StopRequest
 from .storage import Storage
 from .systemd import JournalFormatter
 from .timestamps import iso_utc
@@ -66,8 +64,10 @@ def cmd_check_config(args: argparse.Namespace) -> int:
     return 0
 
 
-def cmd_run(args: argparse.Namespace) -> int:
-    configure_logging(args.log_level)
+def cmd_run(args: argparse.Namespace, stop: StopRequest | None = None) -> int:
+    """Run until a stop signal; ``stop`` is fed by the :class:`SignalWatch` :func:`main` set up
+    before anything else, so a signal at any moment of start-up or stop is handled."""
+    stop = stop if stop is not None else StopRequest()
     # A watchdog kill is SIGABRT: leave every thread's stack in the journal.
     faulthandler.enable(all_threads=True)
     gateway = _load_gateway(args.config)
@@ -75,21 +75,12 @@ def cmd_run(args: argparse.Namespace) -> int:
         return gateway
     from .systemd import SystemdNotifier
 
-    stop = StopRequest()
-
-    def on_signal(sig: int, frame: Any) -> None:
-        if stop.receive(sig):
-            logger.info("%s received, stopping", signal_name(sig))
-        else:
-            logger.warning("%s received while stopping; already stopping", signal_name(sig))
-
-    for sig in STOP_SIGNALS:
-        signal.signal(sig, on_signal)
     notifier = SystemdNotifier.from_env(gateway)
     try:
-        gateway.start()
-        notifier.ready()
-        stop.requested.wait()
+        if not stop.requested.is_set():
+            gateway.start()
+            notifier.ready()
+            stop.requested.wait()
     finally:
         notifier.stopping()
         gateway.stop()
@@ -205,14 +196,25 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    """The ``uun-gateway`` command. Stop signals are blocked first thing and, for ``run``, taken by
+    a :class:`SignalWatch` thread until the gateway has stopped; other commands get the normal
+    signal behaviour back once their arguments are parsed."""
+    watch = SignalWatch.block(logger)
     try:
+        args = build_parser().parse_args(argv)
+        if args.command == "run":
+            configure_logging(args.log_level)
+            watch.start()
+            return cmd_run(args, watch.stop)
+        watch.close()
         return int(args.func(args))
     except UunGatewayError as exc:
         print(f"uun-gateway {args.command}: {exc}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:
         return 130
+    finally:
+        watch.close()
 
 
 if __name__ == "__main__":
