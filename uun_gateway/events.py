@@ -56,22 +56,28 @@ class Handler:
     name: str
 
 
+def declared_handlers(cls: type) -> list[tuple[str, str | None, str]]:
+    """``(event, timer id, method name)`` of the ``@on`` handlers class ``cls`` declares, in class
+    definition order (base classes first), without an instance; an override in a subclass replaces
+    the base class's handler of the same name."""
+    found: dict[str, tuple[tuple[str, str | None], ...]] = {}
+    for klass in reversed(cls.__mro__):
+        for name, attr in vars(klass).items():
+            func = attr.__func__ if isinstance(attr, (staticmethod, classmethod)) else attr
+            if inspect.isfunction(func) and hasattr(func, _MARK):
+                found[name] = getattr(func, _MARK)
+            elif name in found:
+                del found[name]
+    return [(event, timer_id, name) for name, marks in found.items() for event, timer_id in marks]
+
+
 def find_handlers(obj: object) -> list[Handler]:
     """Return ``obj``'s ``@on`` handlers in class definition order (base classes first).
 
     Only class attributes are inspected, so properties are never evaluated; an override in a subclass
     replaces the base class's handler of the same name.
     """
-    found: dict[str, tuple[tuple[str, str | None], ...]] = {}
-    for cls in reversed(type(obj).__mro__):
-        for name, attr in vars(cls).items():
-            func = attr.__func__ if isinstance(attr, (staticmethod, classmethod)) else attr
-            if inspect.isfunction(func) and hasattr(func, _MARK):
-                found[name] = getattr(func, _MARK)
-            elif name in found:
-                del found[name]
     return [
         Handler(event, timer_id, getattr(obj, name), f"{type(obj).__name__}.{name}")
-        for name, marks in found.items()
-        for event, timer_id in marks
+        for event, timer_id, name in declared_handlers(type(obj))
     ]

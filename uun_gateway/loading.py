@@ -15,11 +15,11 @@ from typing import Any
 
 from .config import CORE_GATEWAY_SCHEMA, compose_schema, suggest, validate
 from .errors import ConfigError, ModuleLoadError
-from .events import Handler, find_handlers
+from .events import Handler, declared_handlers, find_handlers
 from .host import ModuleHost
 from .module import Module, ModuleStats
 from .plugins import available_module_ids, load_module_class
-from .storage import storage_location_errors
+from .storage import storage_location_errors, storage_setting_key
 from .uuapp import UUAPP_SCHEMA, UuAppClient
 
 logger = logging.getLogger(__name__)
@@ -160,14 +160,17 @@ def _tick(timer_id: str | None) -> str:
     return "@on('tick')" if timer_id is None else f"@on('tick', {timer_id!r})"
 
 
-def timer_errors(loaded: LoadedModule, setting: Any) -> list[str]:
-    """Tick handlers without a period, periods without a handler, duplicate tick handlers."""
-    mid, where = loaded.id, f"gateway.moduleTimers.{loaded.id}"
-    tick_ids = [h.timer_id for h in loaded.of("tick")]
+def timer_errors(
+    mid: str, tick_ids: list[str | None], timer_defaults: Mapping[str | None, float], setting: Any
+) -> list[str]:
+    """Tick handlers (``tick_ids``: their timer ids) without a period in ``setting``
+    (``gateway.moduleTimers.<mid>``) or ``timer_defaults``, periods without a handler, duplicate
+    tick handlers."""
+    where = f"gateway.moduleTimers.{mid}"
     periods = _periods(setting)
     errors = [f"{where}: module {mid!r} has two {_tick(t)} handlers" for t in set(tick_ids) if tick_ids.count(t) > 1]
     for timer_id in dict.fromkeys(tick_ids):
-        if timer_id not in periods and timer_id not in loaded.timer_defaults:
+        if timer_id not in periods and timer_id not in timer_defaults:
             expected = "a period in seconds" if timer_id is None else f'{{"{timer_id}": seconds}}'
             errors.append(f"{where}: module {mid!r} has {_tick(timer_id)} but no period; expected {expected}")
     named = [t for t in tick_ids if t is not None]
@@ -213,16 +216,15 @@ class ModuleSet:
         return compose_schema({m.id: m.config_schema for m in self.modules}, UUAPP_SCHEMA)
 
     def check(self, config: Mapping[str, Any]) -> list[str]:
-        """Every problem ``config`` (normalized) would have for these modules; empty when valid."""
-        errors = validate(config, self.schema())
-        if errors:
-            return errors
-        timers = config["gateway"].get("moduleTimers", {})
-        errors = unknown_id_errors(config, set(self.ids), self.installed)
-        errors += storage_location_errors(config["gateway"], [m.id for m in self.modules if m.has_storage])
-        for loaded in self.modules:
-            errors += timer_errors(loaded, timers.get(loaded.id))
-        return errors
+        """Every problem ``config`` (normalized) would have for these modules, schema errors and
+        load-time errors (ids, timers, storage locations) together; empty when valid."""
+        schema_errors = validate(config, self.schema())
+        errors = schema_errors + unknown_id_errors(config, set(self.ids), self.installed)
+        return errors + load_time_errors(
+            config,
+            [(m.id, [h.timer_id for h in m.of("tick")], m.timer_defaults, m.has_storage) for m in self.modules],
+            schema_errors,
+        )
 
     def timers(self, config: Mapping[str, Any]) -> dict[TimerKey, TimerSpec]:
         """The tick timers of a checked ``config``, keyed by (module id, timer id or None)."""
@@ -236,6 +238,38 @@ class ModuleSet:
                 name = loaded.id if tid is None else f"{loaded.id}.{tid}"
                 specs[(loaded.id, tid)] = TimerSpec(loaded, handler, name, period)
         return specs
+
+
+#: What the load-time checks need of a module: id, its tick handlers' timer ids, its default
+#: periods, whether the host manages its storage. Known before construction for an installed class.
+Declared = tuple[str, list[str | None], Mapping[str | None, float], bool]
+
+
+def declared(module_id: str, cls: type) -> Declared:
+    """What class ``cls`` declares, for checking a config before (or without) constructing it."""
+    ticks = [timer_id for event, timer_id, _ in declared_handlers(cls) if event == "tick"]
+    defaults = getattr(cls, "timer_defaults", None)
+    return module_id, ticks, defaults if isinstance(defaults, Mapping) else {}, issubclass(cls, Module)
+
+
+def load_time_errors(config: Mapping[str, Any], modules: list[Declared], schema_errors: list[str]) -> list[str]:
+    """Timer and storage-location problems of ``config`` for ``modules``. Works on a config that
+    failed its schema (``schema_errors``) too: a setting the schema found wrong is not judged again."""
+    gateway = config.get("gateway", {})
+    if not isinstance(gateway, Mapping):
+        return []
+    timers = gateway.get("moduleTimers", {})
+    errors: list[str] = []
+    for mid, ticks, defaults, _ in modules:
+        errors += timer_errors(mid, ticks, defaults, timers.get(mid) if isinstance(timers, Mapping) else None)
+    for mid, _, _, has_storage in modules:
+        key = storage_setting_key(gateway, mid) if isinstance(gateway.get("moduleBackupStorage", {}), Mapping) else ""
+        if has_storage and key and not any(e.startswith((f"{key}:", f"{key}.", f"{key}[")) for e in schema_errors):
+            try:
+                errors += storage_location_errors(gateway, [mid])
+            except (AttributeError, KeyError, TypeError, ValueError):
+                continue  # a storage setting of the wrong shape: a schema error names it
+    return errors
 
 
 def unknown_id_errors(config: Mapping[str, Any], loaded: set[str], installed: set[str]) -> list[str]:
@@ -273,9 +307,12 @@ def load_modules(config: dict[str, Any], module_init: ModuleInit | None, source:
     errors = validate(
         config, compose_schema({m: getattr(c, "config_schema", None) for m, c in classes.items()}, UUAPP_SCHEMA)
     )
-    if errors and module_init is None:
-        errors += unknown_id_errors(config, set(classes), installed)
     if errors:
+        if module_init is None:  # without the user's modules, every module is known: check all now
+            modules = [declared(mid, cls) for mid, cls in classes.items()]
+            errors = (
+                errors + unknown_id_errors(config, set(classes), installed) + load_time_errors(config, modules, errors)
+            )
         raise ConfigError(errors, source)
     uuclient = UuAppClient(config) if "uuApp" in config else None
     given = _user_modules(module_init, config, uuclient)
