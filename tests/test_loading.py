@@ -193,3 +193,16 @@ def test_a_module_init_gateway_lists_schema_and_timer_errors_together() -> None:
         )
     text = "\n".join(info.value.errors)
     assert "gateway.ticking.n" in text and "gateway.moduleTimers.ticking.fsat" in text
+
+
+def test_a_config_without_uuapp_never_imports_the_uuapp_client(tmp_path: Path) -> None:
+    import subprocess
+    import sys
+
+    probe = (
+        "import sys; from uun_gateway import Gateway; "
+        f"Gateway({{'gateway': {{'onewire': {{}}, 'storageDir': {str(tmp_path)!r}}}}}); "
+        "print('requests' in sys.modules, 'uun_gateway.uuapp' in sys.modules)"
+    )
+    done = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, timeout=60, check=True)
+    assert done.stdout.split() == ["False", "False"]

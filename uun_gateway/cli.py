@@ -7,19 +7,22 @@ import faulthandler
 import json
 import logging
 import os
-import sqlite3
 import sys
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from .errors import EX_CONFIG, EX_SOFTWARE, ConfigError, ModuleLoadError, StorageError, UunGatewayError
-from .gateway import Gateway
 from .plugins import Commands, command_entry_points, load_command
 from .signals import SignalWatch, StopRequest
-from .storage import Storage
-from .systemd import JournalFormatter
 from .timestamps import iso_utc
 from .version import __version__
+
+if TYPE_CHECKING:
+    from .gateway import Gateway
+
+# Each command imports what it needs when it runs: ``--help``, ``storage`` or a plugin's command
+# never pay for the gateway, jsonschema or the uuApp client, and ``run`` never imports a plugin's CLI.
 
 logger = logging.getLogger("uun_gateway.cli")
 
@@ -29,6 +32,8 @@ def configure_logging(level: str = "INFO") -> None:
     readable line with a timestamp."""
     handler = logging.StreamHandler(sys.stderr)
     if os.environ.get("JOURNAL_STREAM"):
+        from .systemd import JournalFormatter
+
         handler.setFormatter(JournalFormatter())
     else:
         handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)-7s %(name)s: %(message)s"))
@@ -45,6 +50,8 @@ def _print_config_errors(exc: ConfigError) -> None:
 
 def _load_gateway(path: str) -> Gateway | int:
     """The gateway of the config file ``path``, or the exit code after saying why it cannot load."""
+    from .gateway import Gateway
+
     try:
         return Gateway(path)
     except ConfigError as exc:
@@ -89,6 +96,10 @@ def cmd_run(args: argparse.Namespace, stop: StopRequest | None = None) -> int:
 
 
 def cmd_storage(args: argparse.Namespace) -> int:
+    import sqlite3
+
+    from .storage import Storage
+
     path = Path(args.path)
     if not path.exists():
         print(f"{path}: no such storage file", file=sys.stderr)
@@ -139,6 +150,8 @@ def cmd_storage(args: argparse.Namespace) -> int:
 def _is_uun_gateway_store(path: Path) -> bool:
     """False for another program's SQLite database (opening it as a storage would add our tables
     to it); True for a storage, and for a damaged file, which opening moves aside with a warning."""
+    import sqlite3
+
     try:
         probe = sqlite3.connect(f"{path.resolve().as_uri()}?mode=ro", uri=True)
         try:
@@ -158,7 +171,10 @@ def _count(text: str) -> int:
     return int(text)
 
 
-def build_parser() -> argparse.ArgumentParser:
+def build_parser(plugins: Collection[str] | None = None) -> argparse.ArgumentParser:
+    """The command-line parser. Plugin commands named in ``plugins`` (all when None) are imported
+    and registered in full; the others are listed by their entry-point name only (a command
+    imports its plugin when it is the one given)."""
     parser = argparse.ArgumentParser(prog="uun-gateway", description="uun-gateway: IoT gateway framework")
     parser.add_argument("--version", action="version", version=f"uun-gateway {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
@@ -184,7 +200,11 @@ def build_parser() -> argparse.ArgumentParser:
     storage.set_defaults(func=cmd_storage)
 
     commands = Commands(sub)
-    for entry_point in command_entry_points().values():
+    for name, entry_point in command_entry_points().items():
+        if plugins is not None and name not in plugins:
+            stub = sub.add_parser(name, help=f"{name} commands (plugin {entry_point.module})", add_help=False)
+            stub.add_argument("rest", nargs=argparse.REMAINDER, help=argparse.SUPPRESS)
+            continue
         register = load_command(entry_point)
         if register is None:
             continue
@@ -201,7 +221,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     signal behaviour back once their arguments are parsed."""
     watch = SignalWatch.block(logger)
     try:
-        args = build_parser().parse_args(argv)
+        arguments = list(sys.argv[1:] if argv is None else argv)
+        command = next((a for a in arguments if not a.startswith("-")), None)
+        args = build_parser({command} if command else set()).parse_args(arguments)
         if args.command == "run":
             configure_logging(args.log_level)
             watch.start()

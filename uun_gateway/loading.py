@@ -11,7 +11,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from .config import CORE_GATEWAY_SCHEMA, compose_schema, suggest, validate
 from .errors import ConfigError, ModuleLoadError
@@ -20,12 +20,24 @@ from .host import ModuleHost
 from .module import Module, ModuleStats
 from .plugins import available_module_ids, load_module_class
 from .storage import storage_location_errors, storage_setting_key
-from .uuapp import UUAPP_SCHEMA, UuAppClient
+
+if TYPE_CHECKING:
+    from .uuapp import UuAppClient
 
 logger = logging.getLogger(__name__)
 
-ModuleInit = Callable[[dict[str, Any], UuAppClient | None], Any]
+ModuleInit = Callable[[dict[str, Any], "UuAppClient | None"], Any]
 TimerKey = tuple[str, str | None]
+
+
+def _document_schema(config: Mapping[str, Any]) -> dict[str, Any] | None:
+    """The schema of the top-level keys besides ``gateway`` (uuApp's). A config with no other key
+    validates the same without it, and then the uuApp client (and requests) is never imported."""
+    if not any(key != "gateway" for key in config):
+        return None
+    from .uuapp import UUAPP_SCHEMA
+
+    return UUAPP_SCHEMA
 
 
 def configured_module_ids(config: Mapping[str, Any]) -> list[str]:
@@ -211,14 +223,18 @@ class ModuleSet:
     def ids(self) -> list[str]:
         return [m.id for m in self.modules]
 
-    def schema(self) -> dict[str, Any]:
-        """The JSON Schema of a whole config for these modules."""
-        return compose_schema({m.id: m.config_schema for m in self.modules}, UUAPP_SCHEMA)
+    def schema(self, config: Mapping[str, Any]) -> dict[str, Any]:
+        """The JSON Schema of a whole config (``config``, whose top-level keys decide whether the
+        uuApp part is needed) for these modules."""
+        return compose_schema({m.id: m.config_schema for m in self.modules}, _document_schema(config))
 
-    def check(self, config: Mapping[str, Any]) -> list[str]:
+    def check(self, config: Mapping[str, Any], *, valid_for: dict[str, Any] | None = None) -> list[str]:
         """Every problem ``config`` (normalized) would have for these modules, schema errors and
-        load-time errors (ids, timers, storage locations) together; empty when valid."""
-        schema_errors = validate(config, self.schema())
+        load-time errors (ids, timers, storage locations) together; empty when valid.
+        ``valid_for``: a schema ``config`` was just validated against; when it is this set's own,
+        the config is not validated a second time."""
+        schema = self.schema(config)
+        schema_errors = [] if valid_for == schema else validate(config, schema)
         errors = schema_errors + unknown_id_errors(config, set(self.ids), self.installed)
         return errors + load_time_errors(
             config,
@@ -304,9 +320,9 @@ def load_modules(config: dict[str, Any], module_init: ModuleInit | None, source:
     """
     installed = set(available_module_ids())
     classes = {mid: load_module_class(mid) for mid in configured_module_ids(config) if mid in installed}
-    errors = validate(
-        config, compose_schema({m: getattr(c, "config_schema", None) for m, c in classes.items()}, UUAPP_SCHEMA)
-    )
+    schemas = {m: getattr(c, "config_schema", None) for m, c in classes.items()}
+    schema = compose_schema(schemas, _document_schema(config))
+    errors = validate(config, schema)
     if errors:
         if module_init is None:  # without the user's modules, every module is known: check all now
             modules = [declared(mid, cls) for mid, cls in classes.items()]
@@ -314,7 +330,7 @@ def load_modules(config: dict[str, Any], module_init: ModuleInit | None, source:
                 errors + unknown_id_errors(config, set(classes), installed) + load_time_errors(config, modules, errors)
             )
         raise ConfigError(errors, source)
-    uuclient = UuAppClient(config) if "uuApp" in config else None
+    uuclient = _uuapp_client(config)
     given = _user_modules(module_init, config, uuclient)
     given_ids = {m.id for m in given}
     plugins = [
@@ -323,10 +339,18 @@ def load_modules(config: dict[str, Any], module_init: ModuleInit | None, source:
         if mid not in given_ids
     ]
     module_set = ModuleSet(given + plugins, installed, uuclient)
-    errors = module_set.check(config)
+    errors = module_set.check(config, valid_for=schema)
     if errors:
         raise ConfigError(errors, source)
     return module_set
+
+
+def _uuapp_client(config: dict[str, Any]) -> UuAppClient | None:
+    if "uuApp" not in config:
+        return None
+    from .uuapp import UuAppClient
+
+    return UuAppClient(config)
 
 
 def _user_modules(
