@@ -230,6 +230,9 @@ def main(argv: Sequence[str] | None = None) -> int:
             return cmd_run(args, watch.stop)
         watch.close()
         return int(args.func(args))
+    except ConfigError as exc:  # every config failure is 78, whichever command finds it
+        _print_config_errors(exc)
+        return EX_CONFIG
     except UunGatewayError as exc:
         print(f"uun-gateway {args.command}: {exc}", file=sys.stderr)
         return 1

@@ -18,10 +18,18 @@ import jsonschema
 from .errors import ConfigError
 from .files import atomic_write
 
+#: Upper bounds: a value beyond them validates as a number but cannot be scheduled or waited for
+#: (``OverflowError: timestamp out of range``), and is a typo anyway.
+YEAR = 365 * 24 * 3600
+DAY = 24 * 3600
+MAX_DEPTH = 64  # nesting of a config (JSON objects and arrays); real configs use < 10
+MAX_INTEGER = 2**63 - 1  # what SQLite and every sane setting fit in
+
 PERIOD_SCHEMA: dict[str, Any] = {
     "type": "number",
     "exclusiveMinimum": 0,
-    "description": "a period in seconds (a number > 0)",
+    "maximum": YEAR,
+    "description": f"a period in seconds (a number > 0, at most a year: {YEAR})",
 }
 
 _STORAGE_SETTING = {
@@ -33,7 +41,12 @@ _STORAGE_SETTING = {
             "required": ["path"],
             "properties": {
                 "path": {"type": "string", "minLength": 1, "description": "a non-empty file path"},
-                "limit": {"type": "integer", "minimum": 0, "description": "an integer >= 0 (0 = no limit)"},
+                "limit": {
+                    "type": "integer",
+                    "minimum": 0,
+                    "maximum": MAX_INTEGER,
+                    "description": "an integer >= 0 (0 = no limit)",
+                },
             },
             "additionalProperties": False,
         },
@@ -66,12 +79,14 @@ CORE_GATEWAY_SCHEMA: dict[str, Any] = {
     "stopTimeout": {
         "type": "number",
         "exclusiveMinimum": 0,
-        "description": "seconds stop() waits for handlers (a number > 0)",
+        "maximum": DAY,
+        "description": f"seconds stop() waits for handlers (a number > 0, at most a day: {DAY})",
     },
     "handlerTimeout": {
         "type": "number",
         "exclusiveMinimum": 0,
-        "description": "seconds a handler may run before the gateway counts as hung (a number > 0)",
+        "maximum": YEAR,
+        "description": f"seconds a handler may run before the gateway counts as hung (a number > 0, at most {YEAR})",
     },
     "nondecrementalUpdate": {"type": "boolean", "description": "true or false"},
 }
@@ -193,8 +208,37 @@ def suggest(word: str, known: Iterable[str]) -> str:
     return f' (did you mean "{match[0]}"?)' if match else ""
 
 
+def value_errors(config: Any) -> list[str]:
+    """What no schema can check safely, each naming its JSON path: nesting deeper than
+    :data:`MAX_DEPTH`, integers beyond ±:data:`MAX_INTEGER`, NaN and infinities. Iterative: a
+    deep document cannot exhaust the stack here."""
+    errors: list[str] = []
+    stack: list[tuple[Any, tuple[Any, ...]]] = [(config, ())]
+    while stack:
+        value, path = stack.pop()
+        if len(path) > MAX_DEPTH:
+            errors.append(f"{json_path(path)}: nested deeper than {MAX_DEPTH} levels; expected a flatter document")
+            continue
+        if isinstance(value, bool):
+            continue
+        if isinstance(value, int) and abs(value) > MAX_INTEGER:
+            digits = len(str(abs(value))) if abs(value) < 10**4000 else "thousands of"
+            errors.append(f"{json_path(path)}: an integer of {digits} digits; expected at most {MAX_INTEGER}")
+        elif isinstance(value, float) and not math.isfinite(value):
+            errors.append(f"{json_path(path)}: {json.dumps(value)} is not a JSON number; expected a finite number")
+        elif isinstance(value, dict):
+            stack.extend((item, (*path, key)) for key, item in reversed(list(value.items())))
+        elif isinstance(value, list):
+            stack.extend((item, (*path, n)) for n, item in reversed(list(enumerate(value))))
+    return errors
+
+
 def validate(config: Any, schema: dict[str, Any]) -> list[str]:
-    """Every problem of ``config`` against ``schema``, as readable lines sorted by JSON path."""
+    """Every problem of ``config`` against ``schema``, as readable lines sorted by JSON path
+    (after :func:`value_errors`: a document with such values is not checked further)."""
+    guarded = value_errors(config)
+    if guarded:
+        return guarded
     validator = jsonschema.Draft202012Validator(schema)
     errors = sorted(validator.iter_errors(config), key=lambda e: [str(p) for p in e.absolute_path])
     return [line for error in errors for line in _describe(error)]
@@ -230,6 +274,10 @@ def load_config(path: str | os.PathLike[str]) -> dict[str, Any]:
         config = json.loads(text, object_pairs_hook=unique_keys)
     except json.JSONDecodeError as exc:
         raise ConfigError([f"line {exc.lineno} column {exc.colno}: invalid JSON: {exc.msg}"], source) from exc
+    except RecursionError:
+        raise ConfigError([f"nested too deeply to read; expected at most {MAX_DEPTH} levels"], source) from None
+    except ValueError as exc:  # e.g. an integer of more than 4300 digits
+        raise ConfigError([f"invalid JSON: {exc}"], source) from None
     if duplicates:
         raise ConfigError(
             [
@@ -241,24 +289,10 @@ def load_config(path: str | os.PathLike[str]) -> dict[str, Any]:
     if not isinstance(config, dict):
         raise ConfigError([f"(root): expected a JSON object, got {type(config).__name__}"], source)
     # Python's json takes NaN, Infinity and 1e999 (= inf), which pass every minimum/maximum
-    non_finite = [
-        f"{json_path(path)}: {json.dumps(value)} is not a JSON number; expected a finite number"
-        for path, value in _non_finite(config, ())
-    ]
-    if non_finite:
-        raise ConfigError(non_finite, source)
+    errors = value_errors(config)
+    if errors:
+        raise ConfigError(errors, source)
     return config
-
-
-def _non_finite(value: Any, path: tuple[Any, ...]) -> Iterable[tuple[tuple[Any, ...], float]]:
-    if isinstance(value, float) and not math.isfinite(value):
-        yield path, value
-    elif isinstance(value, dict):
-        for key, item in value.items():
-            yield from _non_finite(item, (*path, key))
-    elif isinstance(value, list):
-        for index, item in enumerate(value):
-            yield from _non_finite(item, (*path, index))
 
 
 def normalized(config: Mapping[str, Any]) -> dict[str, Any]:
