@@ -62,8 +62,34 @@ def _load_gateway(path: str) -> Gateway | int:
         return EX_SOFTWARE
 
 
+#: The packaged service: its config file and the working directory its unit runs in.
+SERVICE_CONFIG = Path("/etc/uun-gateway/config.json")
+SERVICE_WORKDIR = Path("/var/lib/uun-gateway")
+
+
+def service_workdir(config: Path) -> Path:
+    """Where the service running ``config`` resolves relative paths: ``$STATE_DIRECTORY`` under
+    systemd, the packaged unit's working directory for the packaged config, else the current one."""
+    state = os.environ.get("STATE_DIRECTORY")
+    if state:
+        return Path(state.split(":")[0])
+    if config.resolve() == SERVICE_CONFIG.resolve() and SERVICE_WORKDIR.is_dir():
+        return SERVICE_WORKDIR
+    return Path.cwd()
+
+
 def cmd_check_config(args: argparse.Namespace) -> int:
-    gateway = _load_gateway(args.file)
+    path = Path(args.file).absolute()
+    workdir = Path(args.workdir).absolute() if args.workdir else service_workdir(path)
+    if not workdir.is_dir():
+        print(f"uun-gateway check-config: --workdir {str(workdir)!r} is not a directory", file=sys.stderr)
+        return 2
+    previous = Path.cwd()
+    os.chdir(workdir)  # judge relative paths where the service resolves them
+    try:
+        gateway = _load_gateway(str(path))
+    finally:
+        os.chdir(previous)
     if isinstance(gateway, int):
         return gateway
     timers = ", ".join(f"{t.name} every {t.period:g}s" for t in gateway.timers.values()) or "none"
@@ -192,6 +218,12 @@ def build_parser(plugins: Collection[str] | None = None) -> argparse.ArgumentPar
 
     check = sub.add_parser("check-config", help="validate a config file; exit 0 if valid, 78 with every error if not")
     check.add_argument("file")
+    check.add_argument(
+        "--workdir",
+        metavar="DIR",
+        help="judge relative paths from DIR (default: where the service resolves them: $STATE_DIRECTORY, "
+        f"{SERVICE_WORKDIR} for {SERVICE_CONFIG}, else the current directory)",
+    )
     check.set_defaults(func=cmd_check_config)
 
     storage = sub.add_parser("storage", help="show a module storage file: entry count and the oldest entries")

@@ -5,10 +5,12 @@ from __future__ import annotations
 
 import copy
 import difflib
+import errno
 import json
 import math
 import os
 import re
+import stat
 from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any, cast
@@ -24,6 +26,7 @@ YEAR = 365 * 24 * 3600
 DAY = 24 * 3600
 MAX_DEPTH = 64  # nesting of a config (JSON objects and arrays); real configs use < 10
 MAX_INTEGER = 2**63 - 1  # what SQLite and every sane setting fit in
+MAX_CONFIG_BYTES = 4 * 1024 * 1024  # a config is a few KB; this bounds what reading one costs
 
 PERIOD_SCHEMA: dict[str, Any] = {
     "type": "number",
@@ -168,7 +171,7 @@ def _describe_one(error: jsonschema.ValidationError, outer: jsonschema.Validatio
     path = json_path(error.absolute_path)
     expected = _expected(error) or _expected(outer)
     schema = error.schema if isinstance(error.schema, dict) else {}
-    secret = bool(schema.get("writeOnly"))
+    secret = bool(schema.get("writeOnly")) or (_holds_secret(schema) and _has_text(error.instance))
     value = "<secret>" if secret else json.dumps(error.instance)
     if len(value) > 60:
         value = value[:57] + "..."
@@ -182,6 +185,8 @@ def _describe_one(error: jsonschema.ValidationError, outer: jsonschema.Validatio
         )
         hint = f"; expected {expected}" if patterns and expected else ""
         return [_unknown_key(path, key, allowed) + hint for key in extra]
+    if error.validator == "required":
+        return [f"{path}: required key {_missing_key(error)!r} is missing"]
     if secret:
         message = f"{value} has the wrong type" if error.validator == "type" else f"{value} is not valid"
     elif error.validator in ("oneOf", "anyOf") or expected is None:
@@ -193,6 +198,26 @@ def _describe_one(error: jsonschema.ValidationError, outer: jsonschema.Validatio
     else:
         message = error.message
     return [f"{path}: {message}" + (f"; expected {expected}" if expected else "")]
+
+
+def _holds_secret(schema: Any, depth: int = 0) -> bool:
+    """Whether a value checked against ``schema`` may be or contain a secret (``writeOnly``
+    anywhere inside): ``"uuThing": "<the access code>"`` must not be printed either."""
+    if isinstance(schema, dict):
+        return bool(schema.get("writeOnly")) or (
+            depth < 16 and any(_holds_secret(v, depth + 1) for v in schema.values())
+        )
+    if isinstance(schema, list):
+        return depth < 16 and any(_holds_secret(v, depth + 1) for v in schema)
+    return False
+
+
+def _has_text(value: Any) -> bool:
+    """Whether ``value`` holds a string or number anywhere (what a secret could be)."""
+    if isinstance(value, str | int | float) and not isinstance(value, bool):
+        return True
+    items = value.values() if isinstance(value, dict) else value if isinstance(value, list) else ()
+    return any(_has_text(item) for item in items)
 
 
 def _unknown_key(path: str, key: str, known: Iterable[str]) -> str:
@@ -254,7 +279,8 @@ def load_config(path: str | os.PathLike[str]) -> dict[str, Any]:
     """Read a JSON config file. Raises :class:`ConfigError` naming the file (and line) on failure."""
     source = str(path)
     try:
-        text = Path(path).read_text(encoding="utf-8")
+        data = _read_regular_file(Path(path))
+        text = data.decode("utf-8")
     except OSError as exc:
         raise ConfigError([f"cannot read the file: {exc.strerror or exc}"], source) from exc
     except UnicodeDecodeError as exc:
@@ -293,6 +319,23 @@ def load_config(path: str | os.PathLike[str]) -> dict[str, Any]:
     if errors:
         raise ConfigError(errors, source)
     return config
+
+
+def _read_regular_file(path: Path) -> bytes:
+    """The bytes of a regular file of at most :data:`MAX_CONFIG_BYTES`. A FIFO, a device or a
+    directory is refused without blocking on it (``O_NONBLOCK``); raises :class:`OSError`."""
+    fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
+    try:
+        info = os.fstat(fd)
+        if not stat.S_ISREG(info.st_mode):
+            raise OSError(errno.EINVAL, "not a regular file")
+        with os.fdopen(os.dup(fd), "rb") as f:
+            data = f.read(MAX_CONFIG_BYTES + 1)
+    finally:
+        os.close(fd)
+    if len(data) > MAX_CONFIG_BYTES:
+        raise OSError(errno.EFBIG, f"larger than {MAX_CONFIG_BYTES // (1024 * 1024)} MiB")
+    return data
 
 
 def normalized(config: Mapping[str, Any]) -> dict[str, Any]:

@@ -18,6 +18,7 @@ from .errors import ConfigApplyError, ConfigError
 from .handlers import HandlerRunner
 from .loading import LoadedModule, ModuleInit, TimerKey, load_modules
 from .signals import StopRequest, exit_code_for, signal_name
+from .storage import state_directory
 from .timers import RepeatTimer
 from .timestamps import iso_utc
 
@@ -241,11 +242,13 @@ class Gateway(AbstractContextManager["Gateway"]):
 
     # -- configuration updates -------------------------------------------------------------------
 
-    def check(self, config: Mapping[str, Any]) -> list[str]:
-        """Every problem ``config`` would have for the loaded modules (empty when valid)."""
-        return value_errors(config) or self._set.check(normalized(config))
+    def check(self, config: Mapping[str, Any], *, remote: bool = False) -> list[str]:
+        """Every problem ``config`` would have for the loaded modules (empty when valid). A
+        ``remote`` config may not move a storage outside the state directory."""
+        trusted, state_dir = (self.config, state_directory(self.config_path)) if remote else (None, None)
+        return value_errors(config) or self._set.check(normalized(config), trusted=trusted, state_dir=state_dir)
 
-    def reconfigure(self, new_config: Mapping[str, Any], *, save: bool = True) -> bool:
+    def reconfigure(self, new_config: Mapping[str, Any], *, save: bool = True, remote: bool = True) -> bool:
         """Validate, apply and (``save``) persist a new configuration; return False if it equals the
         current one.
 
@@ -254,10 +257,12 @@ class Gateway(AbstractContextManager["Gateway"]):
         :func:`~uun_gateway.config.save_update`). All or nothing: if validation fails nothing
         changes (:class:`ConfigError`); if any step of applying or the save fails, the previous
         config is applied again and :class:`ConfigApplyError` is raised. :attr:`config_error`
-        records either until a later update succeeds. Thread-safe; updates are serialised.
+        records either until a later update succeeds. A ``remote`` config (the default: remote
+        updates and their saved copy) may place storages only inside the state directory.
+        Thread-safe; updates are serialised.
         """
         with self._lock:
-            errors = self.check(new_config)
+            errors = self.check(new_config, remote=remote)
             if errors:
                 self.config_error = "; ".join(errors)
                 raise ConfigError(errors, "remote config")

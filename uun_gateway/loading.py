@@ -11,6 +11,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from .config import CORE_GATEWAY_SCHEMA, compose_schema, suggest, validate
@@ -19,7 +20,7 @@ from .events import Handler, declared_handlers, find_handlers
 from .host import ModuleHost
 from .module import Module, ModuleStats
 from .plugins import available_module_ids, load_module_class
-from .storage import storage_location_errors, storage_setting_key
+from .storage import state_directory, storage_location_errors, storage_setting_key
 
 if TYPE_CHECKING:
     from .uuapp import UuAppClient
@@ -228,11 +229,19 @@ class ModuleSet:
         uuApp part is needed) for these modules."""
         return compose_schema({m.id: m.config_schema for m in self.modules}, _document_schema(config))
 
-    def check(self, config: Mapping[str, Any], *, valid_for: dict[str, Any] | None = None) -> list[str]:
+    def check(
+        self,
+        config: Mapping[str, Any],
+        *,
+        valid_for: dict[str, Any] | None = None,
+        trusted: Mapping[str, Any] | None = None,
+        state_dir: Path | None = None,
+    ) -> list[str]:
         """Every problem ``config`` (normalized) would have for these modules, schema errors and
         load-time errors (ids, timers, storage locations) together; empty when valid.
         ``valid_for``: a schema ``config`` was just validated against; when it is this set's own,
-        the config is not validated a second time."""
+        the config is not validated a second time. ``trusted``, ``state_dir``: see
+        :func:`load_time_errors`."""
         schema = self.schema(config)
         schema_errors = [] if valid_for == schema else validate(config, schema)
         errors = schema_errors + unknown_id_errors(config, set(self.ids), self.installed)
@@ -240,6 +249,8 @@ class ModuleSet:
             config,
             [(m.id, [h.timer_id for h in m.of("tick")], m.timer_defaults, m.has_storage) for m in self.modules],
             schema_errors,
+            trusted=trusted,
+            state_dir=state_dir,
         )
 
     def timers(self, config: Mapping[str, Any]) -> dict[TimerKey, TimerSpec]:
@@ -268,9 +279,18 @@ def declared(module_id: str, cls: type) -> Declared:
     return module_id, ticks, defaults if isinstance(defaults, Mapping) else {}, issubclass(cls, Module)
 
 
-def load_time_errors(config: Mapping[str, Any], modules: list[Declared], schema_errors: list[str]) -> list[str]:
+def load_time_errors(
+    config: Mapping[str, Any],
+    modules: list[Declared],
+    schema_errors: list[str],
+    *,
+    trusted: Mapping[str, Any] | None = None,
+    state_dir: Path | None = None,
+) -> list[str]:
     """Timer and storage-location problems of ``config`` for ``modules``. Works on a config that
-    failed its schema (``schema_errors``) too: a setting the schema found wrong is not judged again."""
+    failed its schema (``schema_errors``) too: a setting the schema found wrong is not judged again.
+    With ``trusted`` (the config in effect), ``config`` is a remote one: its new storage locations
+    must stay inside ``state_dir`` (default: :func:`~uun_gateway.storage.state_directory`)."""
     gateway = config.get("gateway", {})
     if not isinstance(gateway, Mapping):
         return []
@@ -282,7 +302,12 @@ def load_time_errors(config: Mapping[str, Any], modules: list[Declared], schema_
         key = storage_setting_key(gateway, mid) if isinstance(gateway.get("moduleBackupStorage", {}), Mapping) else ""
         if has_storage and key and not any(e.startswith((f"{key}:", f"{key}.", f"{key}[")) for e in schema_errors):
             try:
-                errors += storage_location_errors(gateway, [mid])
+                errors += storage_location_errors(
+                    gateway,
+                    [mid],
+                    confine_to=None if trusted is None else (state_dir or state_directory()),
+                    trusted=None if trusted is None else trusted.get("gateway", {}),
+                )
             except (AttributeError, KeyError, TypeError, ValueError):
                 continue  # a storage setting of the wrong shape: a schema error names it
     return errors
