@@ -14,7 +14,7 @@ from typing import Any
 
 import pytest
 
-from uun_gateway import ConfigApplyError, ConfigError, Gateway
+from uun_gateway import ConfigApplyError, ConfigError, Gateway, Module, on
 from uun_gateway.cli import main
 
 UUAPP = {"gateway": "uuapp.example.com", "uuAppName": "app", "awid": "a1"}
@@ -261,3 +261,39 @@ def test_a_remote_config_with_unschedulable_or_deep_values_is_rejected_unapplied
         assert json.dumps(gateway.config) == before
         assert gateway.config_error is not None and "gateway." in gateway.config_error
     assert gateway.timers[("heartbeat", None)].period == 60
+
+
+class Referrer(Module):
+    """A module whose section names a file and other modules, as the uuApp CA bundle and the
+    upload sources do."""
+
+    id = "referrer"
+    config_schema = {
+        "type": "object",
+        "properties": {
+            "caBundle": {"type": "string", "format": "existing-file", "description": "a CA file"},
+            "sources": {"type": "object", "propertyNames": {"format": "module-id"}},
+        },
+    }
+
+    @on("tick")
+    def tick(self) -> None:
+        pass
+
+
+def test_files_and_module_ids_a_section_names_are_checked(tmp_path: Path) -> None:
+    ca = tmp_path / "ca.pem"
+    ca.write_text("-----BEGIN CERTIFICATE-----\n")
+    good = {"caBundle": str(ca), "sources": {"referrer": {}}}
+    Gateway({"gateway": {"moduleTimers": {"referrer": 60}}}, lambda c, u: Referrer({"referrer": good}))
+    bad = {
+        "gateway": {
+            "moduleTimers": {"referrer": 60},
+            "referrer": {"caBundle": str(tmp_path / "nope.pem"), "sources": {"onewir": {}}},
+        }
+    }
+    with pytest.raises(ConfigError) as info:
+        Gateway(bad, lambda c, u: Referrer({}))
+    text = "\n".join(info.value.errors)
+    assert f'gateway.referrer.caBundle: "{tmp_path / "nope.pem"}": no such file; expected a CA file' in text
+    assert 'gateway.referrer.sources: "onewir": no loaded module has this id' in text

@@ -11,7 +11,7 @@ import math
 import os
 import re
 import stat
-from collections.abc import Iterable, Mapping
+from collections.abc import Collection, Iterable, Mapping
 from pathlib import Path
 from typing import Any, cast
 
@@ -187,6 +187,12 @@ def _describe_one(error: jsonschema.ValidationError, outer: jsonschema.Validatio
         return [_unknown_key(path, key, allowed) + hint for key in extra]
     if error.validator == "required":
         return [f"{path}: required key {_missing_key(error)!r} is missing"]
+    if error.validator == "format" and error.validator_value in ("existing-file", "module-id"):
+        shown = json.dumps(error.instance)[:200]
+        if error.validator_value == "existing-file":
+            where = "" if Path(str(error.instance)).is_absolute() else f" (relative to {str(Path.cwd())!r})"
+            return [f"{path}: {shown}: no such file{where}; expected {expected or 'a file'}"]
+        return [f"{path}: {shown}: no loaded module has this id; expected {expected or 'a module id'}"]
     if secret:
         message = f"{value} has the wrong type" if error.validator == "type" else f"{value} is not valid"
     elif error.validator in ("oneOf", "anyOf") or expected is None:
@@ -258,13 +264,38 @@ def value_errors(config: Any) -> list[str]:
     return errors
 
 
-def validate(config: Any, schema: dict[str, Any]) -> list[str]:
+def _format_checker(module_ids: Collection[str] | None) -> jsonschema.FormatChecker:
+    """Only our own formats are checked (a schema may use the standard ones as annotations):
+
+    - ``"format": "existing-file"``: a string naming an existing regular file (a relative path
+      from the working directory, where the service resolves it), e.g. a CA bundle;
+    - ``"format": "module-id"``: the id of a loaded module (with ``propertyNames`` for keys), when
+      the loaded modules are known (``module_ids``).
+    """
+    checker = jsonschema.FormatChecker(formats=())
+
+    @checker.checks("existing-file")
+    def existing_file(value: object) -> bool:
+        return not isinstance(value, str) or (bool(value) and Path(value).is_file())
+
+    if module_ids is not None:
+        known = set(module_ids)
+
+        @checker.checks("module-id")
+        def module_id(value: object) -> bool:
+            return not isinstance(value, str) or value in known
+
+    return checker
+
+
+def validate(config: Any, schema: dict[str, Any], *, module_ids: Collection[str] | None = None) -> list[str]:
     """Every problem of ``config`` against ``schema``, as readable lines sorted by JSON path
-    (after :func:`value_errors`: a document with such values is not checked further)."""
+    (after :func:`value_errors`: a document with such values is not checked further).
+    ``module_ids``: the loaded modules, for ``"format": "module-id"`` (see :func:`_format_checker`)."""
     guarded = value_errors(config)
     if guarded:
         return guarded
-    validator = jsonschema.Draft202012Validator(schema)
+    validator = jsonschema.Draft202012Validator(schema, format_checker=_format_checker(module_ids))
     errors = sorted(validator.iter_errors(config), key=lambda e: [str(p) for p in e.absolute_path])
     return [line for error in errors for line in _describe(error)]
 

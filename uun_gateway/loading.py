@@ -243,7 +243,7 @@ class ModuleSet:
         the config is not validated a second time. ``trusted``, ``state_dir``: see
         :func:`load_time_errors`."""
         schema = self.schema(config)
-        schema_errors = [] if valid_for == schema else validate(config, schema)
+        schema_errors = [] if valid_for == schema else validate(config, schema, module_ids=self.ids)
         errors = schema_errors + unknown_id_errors(config, set(self.ids), self.installed)
         return errors + load_time_errors(
             config,
@@ -347,7 +347,7 @@ def load_modules(config: dict[str, Any], module_init: ModuleInit | None, source:
     classes = {mid: load_module_class(mid) for mid in configured_module_ids(config) if mid in installed}
     schemas = {m: getattr(c, "config_schema", None) for m, c in classes.items()}
     schema = compose_schema(schemas, _document_schema(config))
-    errors = validate(config, schema)
+    errors = validate(config, schema, module_ids=list(classes) if module_init is None else None)
     if errors:
         if module_init is None:  # without the user's modules, every module is known: check all now
             modules = [declared(mid, cls) for mid, cls in classes.items()]
@@ -364,7 +364,7 @@ def load_modules(config: dict[str, Any], module_init: ModuleInit | None, source:
         if mid not in given_ids
     ]
     module_set = ModuleSet(given + plugins, installed, uuclient)
-    errors = module_set.check(config, valid_for=schema)
+    errors = module_set.check(config, valid_for=schema if module_init is None else None)
     if errors:
         raise ConfigError(errors, source)
     return module_set
