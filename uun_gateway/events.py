@@ -124,6 +124,26 @@ def _handler(mark: _Mark, func: Callable[..., Any], name: str) -> Handler:
     )
 
 
+def _declared(cls: type) -> list[tuple[str, _Mark]]:
+    """(method name, mark) of the ``@on`` handlers class ``cls`` declares, in class definition order
+    (base classes first); an override in a subclass replaces the base class's handler of the name."""
+    found: dict[str, tuple[_Mark, ...]] = {}
+    for klass in reversed(cls.__mro__):
+        for attr_name, attr in vars(klass).items():
+            func = attr.__func__ if isinstance(attr, (staticmethod, classmethod)) else attr
+            if inspect.isfunction(func) and hasattr(func, _MARK):
+                found[attr_name] = getattr(func, _MARK)
+            elif attr_name in found:
+                del found[attr_name]
+    return [(attr_name, mark) for attr_name, marks in found.items() for mark in marks]
+
+
+def declared_handlers(cls: type) -> list[tuple[str, str | None, str]]:
+    """``(event, timer id, method name)`` of the ``@on`` handlers class ``cls`` declares, without an
+    instance (handlers marked at run time on an instance are not known yet)."""
+    return [(mark.event, mark.name if mark.event == "tick" else None, name) for name, mark in _declared(cls)]
+
+
 def find_handlers(obj: object, _depth: int = 0) -> list[Handler]:
     """Return ``obj``'s handlers: its class's ``@on`` methods in definition order (base classes first),
     then those marked at run time on the instance, then those of its :func:`submodule` parts.
@@ -132,19 +152,9 @@ def find_handlers(obj: object, _depth: int = 0) -> list[Handler]:
     the base class's handler of the same name. Raises :class:`UnsupportedEvent` for parts nested
     deeper than five levels (a cycle).
     """
-    found: dict[str, tuple[_Mark, ...]] = {}
-    for cls in reversed(type(obj).__mro__):
-        for attr_name, attr in vars(cls).items():
-            func = attr.__func__ if isinstance(attr, (staticmethod, classmethod)) else attr
-            if inspect.isfunction(func) and hasattr(func, _MARK):
-                found[attr_name] = getattr(func, _MARK)
-            elif attr_name in found:
-                del found[attr_name]
     owner = type(obj).__name__
     handlers = [
-        _handler(mark, getattr(obj, attr_name), f"{owner}.{attr_name}")
-        for attr_name, marks in found.items()
-        for mark in marks
+        _handler(mark, getattr(obj, attr_name), f"{owner}.{attr_name}") for attr_name, mark in _declared(type(obj))
     ]
     attrs: dict[str, Any] = getattr(obj, "__dict__", {})
     for mark, method in attrs.get(_RUNTIME, ()):

@@ -13,11 +13,12 @@ from pathlib import Path
 from types import FrameType, TracebackType
 from typing import Any
 
-from .config import load_config, normalized, read_saved_update, save_update, saved_update_path
+from .config import load_config, normalized, read_saved_update, save_update, saved_update_path, value_errors
 from .errors import ConfigApplyError, ConfigError
 from .handlers import HandlerRunner
 from .loading import LoadedModule, ModuleInit, TimerKey, load_modules
 from .signals import StopRequest, exit_code_for, signal_name
+from .storage import state_directory
 from .timers import RepeatTimer
 from .timestamps import iso_utc
 
@@ -269,26 +270,27 @@ class Gateway(AbstractContextManager["Gateway"]):
 
     # -- configuration updates -------------------------------------------------------------------
 
-    def check(self, config: Mapping[str, Any]) -> list[str]:
-        """Every problem ``config`` would have for the loaded modules (empty when valid)."""
-        return self._set.check(normalized(config))
+    def check(self, config: Mapping[str, Any], *, remote: bool = False) -> list[str]:
+        """Every problem ``config`` would have for the loaded modules (empty when valid). A
+        ``remote`` config may not move a storage outside the state directory."""
+        trusted, state_dir = (self.config, state_directory(self.config_path)) if remote else (None, None)
+        return value_errors(config) or self._set.check(normalized(config), trusted=trusted, state_dir=state_dir)
 
-    def reconfigure(self, new_config: Mapping[str, Any], *, save: bool = True) -> bool:
+    def reconfigure(self, new_config: Mapping[str, Any], *, save: bool = True, remote: bool = True) -> bool:
         """Validate, apply and (``save``) persist a new configuration; return False if it equals the
         current one.
 
-        Applying replaces every module's ``_config``, re-times the timers whose period changed (a
-        handler may reconfigure its own timer) and runs the ``@on("update")`` handlers in module order.
-        The config is then saved atomically (when the gateway was given a path): over the config file,
-        or under systemd its ``gateway`` section to ``$STATE_DIRECTORY/remote-config.json``, which
-        is laid over the config file at the next start (see :func:`~uun_gateway.config.saved_update_path`).
-        If validation fails nothing changes; if an update handler or the save fails, the previous
-        config is applied again and :class:`ConfigApplyError` (a :class:`ConfigError`) is raised;
-        otherwise :class:`ConfigError`. :attr:`config_error` records it until a later update succeeds.
+        Applying replaces every module's section, re-times the timers and runs the ``@on("update")``
+        handlers in module order; then the config is saved atomically (see
+        :func:`~uun_gateway.config.save_update`). All or nothing: if validation fails nothing
+        changes (:class:`ConfigError`); if any step of applying or the save fails, the previous
+        config is applied again and :class:`ConfigApplyError` is raised. :attr:`config_error`
+        records either until a later update succeeds. A ``remote`` config (the default: remote
+        updates and their saved copy) may place storages only inside the state directory.
         Thread-safe; updates are serialised.
         """
         with self._lock:
-            errors = self.check(new_config)
+            errors = self.check(new_config, remote=remote)
             if errors:
                 self.config_error = "; ".join(errors)
                 raise ConfigError(errors, "remote config")
@@ -305,7 +307,8 @@ class Gateway(AbstractContextManager["Gateway"]):
                     failure = f"saving {target} failed: {exc}"
             if failure is not None:
                 logger.error("config update failed (%s); rolling back to the previous config", failure)
-                self._apply(old)
+                if self._apply(old) is not None:
+                    logger.error("the previous config's update handlers failed too while rolling back")
                 self.config_error = failure
                 raise ConfigApplyError([f"{failure}; rolled back to the previous config"], "remote config")
             self.config_error = None
@@ -313,14 +316,20 @@ class Gateway(AbstractContextManager["Gateway"]):
             return True
 
     def _apply(self, config: dict[str, Any]) -> str | None:
+        """Make ``config`` the one in effect; the failure (None: none) for :meth:`reconfigure` to
+        roll back. Never raises: a failure half-way is rolled back like a failing handler."""
         self.config = config
-        for loaded in self._modules:
-            loaded.replace_config(config["gateway"])
-        for key, spec in self._set.timers(config).items():
-            timer = self._timers[key]
-            if spec.period != timer.period:
-                logger.info("timer %s: period %gs -> %gs", timer.name, timer.period, spec.period)
-                timer.period = spec.period
+        try:
+            for loaded in self._modules:
+                loaded.replace_config(config["gateway"])
+            for key, spec in self._set.timers(config).items():
+                timer = self._timers[key]
+                if spec.period != timer.period:
+                    logger.info("timer %s: period %gs -> %gs", timer.name, timer.period, spec.period)
+                    timer.period = spec.period
+        except Exception as exc:
+            logger.exception("applying the config failed")
+            return f"applying failed: {type(exc).__name__}: {exc}"
         section = config["gateway"]
         failures = [
             f"{h.name} failed"
