@@ -130,7 +130,7 @@ def _has_glob(pattern: str) -> bool:
     return any(ch in pattern for ch in "*?[")
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class AlarmRule:
     """One compiled rule (see the module docstring). Immutable; :func:`compile_rules` builds it."""
 
@@ -145,6 +145,10 @@ class AlarmRule:
     trip_delay: float = 0.0
     auto_ack: bool = False
     description: str = ""
+    evaluate: Callable[[float, float, float], bool] | None = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "evaluate", self.condition.evaluate if self.condition is not None else None)
 
     @property
     def kind(self) -> str:
@@ -370,8 +374,11 @@ class AlarmEngine:
     Thread-safe: every method may be called from any thread. The state is changed and saved under
     one lock; the sink and the listeners are called after it is released, in transition order, by one
     thread at a time (a listener may call :meth:`acknowledge`; its transition is delivered after the
-    current batch). The state file is written (and fsynced) on each transition, so a call that changes
-    a state blocks on the disk; calls that change nothing do no I/O. A missing or corrupt state file
+    current batch). The state file is written (and fsynced) on each call that changes a state, so such
+    a call blocks on the disk, and once more at the next :meth:`tick` to drop the transitions the sink
+    took; calls that change nothing do no I/O. Delivery is at least once: after a crash between the
+    sink taking a transition and that second write, it is handed to the sink again, with the same
+    ``id``. A missing or corrupt state file
     is logged (:attr:`load_problem`; a corrupt one is renamed ``*.corrupt``) and every alarm starts
     normal; a state file that cannot be written is logged and the states are kept in memory.
     """
@@ -400,7 +407,7 @@ class AlarmEngine:
         self._wall = wall
         self._log = log
         self._lock = threading.Lock()
-        self._tracks: dict[tuple[str, str, str, str], _Track] = {}
+        self._tracks: dict[Key, dict[str, _Track]] = {}  # point -> rule name -> state
         self._last: dict[Key, float] = {}
         self._matching: dict[Key, tuple[AlarmRule, ...]] = {}
         self._listeners: list[Listener] = []
@@ -410,6 +417,7 @@ class AlarmEngine:
         self._eval_errors: dict[str, StateLog] = {}
         self._save_log = StateLog(log, "alarm state file", clock=clock)
         self._sink_log = StateLog(log, "alarm transitions to storage", clock=clock)
+        self._stored_unsaved = False  # the state file still lists transitions the sink has taken
         self.skipped = 0
         """Readings a matching rule could not use (not a finite number, or quality ``bad``)."""
         self.load_problem: str | None = None
@@ -419,7 +427,8 @@ class AlarmEngine:
         for rule in rules:
             if rule.stale_after is not None and not _has_glob(rule.device) and not _has_glob(rule.point):
                 # a point named exactly is watched from the start, even if it never sends a reading
-                self._tracks.setdefault((rule.name, rule.module, rule.device, rule.point), _Track(last_seen=start))
+                point = self._tracks.setdefault((rule.module, rule.device, rule.point), {})
+                point.setdefault(rule.name, _Track(last_seen=start))
 
     # -- API -------------------------------------------------------------------------------------
 
@@ -477,7 +486,7 @@ class AlarmEngine:
         transitions: list[AlarmTransition] = []
         with self._lock:
             now = self._clock() if now is None else now
-            for (name, module, device, point), track in self._tracks.items():
+            for name, key, track in self._all_tracks():
                 rule = self.rules[name]
                 if track.state not in ("normal", "cleared"):
                     continue
@@ -485,12 +494,15 @@ class AlarmEngine:
                     silent = now - track.last_seen
                     if silent >= rule.stale_after:
                         reason = f"no reading for {silent:.0f} s (staleAfter {rule.stale_after:g} s)"
-                        transitions.append(self._change(rule, (module, device, point), track, "active", "trip", reason))
+                        transitions.append(self._change(rule, key, track, "active", "trip", reason))
                 elif track.pending_since is not None and now - track.pending_since >= rule.trip_delay:
-                    transitions.append(self._trip(rule, (module, device, point), track, now))
+                    transitions.append(self._trip(rule, key, track, now))
             if transitions:
                 self._commit_locked(transitions)
         self._deliver()
+        with self._lock:
+            if self._stored_unsaved:
+                self._save_locked()
         return transitions
 
     def acknowledge(self, rule: str, *, device: str = "*", point: str = "*", by: str = "api") -> list[AlarmTransition]:
@@ -503,8 +515,8 @@ class AlarmEngine:
             if found is None:
                 known = ", ".join(sorted(self.rules)) or "none"
                 raise AlarmError(f"no alarm rule named {rule!r}; rules: {known}")
-            for (name, module, dev, pt), track in list(self._tracks.items()):
-                if name != rule or not (fnmatch.fnmatchcase(dev, device) and fnmatch.fnmatchcase(pt, point)):
+            for name, key, track in self._all_tracks():
+                if name != rule or not (fnmatch.fnmatchcase(key[1], device) and fnmatch.fnmatchcase(key[2], point)):
                     continue
                 if track.state == "active":
                     target: State = "acknowledged"
@@ -513,7 +525,7 @@ class AlarmEngine:
                 else:
                     continue
                 track.acknowledged_by = by
-                transitions.append(self._change(found, (module, dev, pt), track, target, "ack", "acknowledged", by=by))
+                transitions.append(self._change(found, key, track, target, "ack", "acknowledged", by=by))
             if transitions:
                 self._commit_locked(transitions)
         self._deliver()
@@ -526,18 +538,19 @@ class AlarmEngine:
                 AlarmStatus(
                     name,
                     self.rules[name].priority,
-                    module,
-                    device,
-                    point,
+                    *key,
                     track.state,
                     track.since,
                     track.value,
                     track.acknowledged_by,
                 )
-                for (name, module, device, point), track in self._tracks.items()
+                for name, key, track in self._all_tracks()
                 if track.state != "normal"
             ]
         return sorted(found, key=lambda a: (-PRIORITIES.index(a.priority), a.since, a.rule, a.source))
+
+    def _all_tracks(self) -> list[tuple[str, Key, _Track]]:
+        return [(name, key, track) for key, point in self._tracks.items() for name, track in point.items()]
 
     def pending(self) -> int:
         """Transitions not yet accepted by the sink."""
@@ -572,20 +585,28 @@ class AlarmEngine:
         previous = self._last.get(key, number)
         self._last[key] = number
         age = max(0.0, self._wall() - reading.timestamp)
-        tracks = self._tracks
+        tracks = self._tracks.get(key)
+        failing = self._eval_errors
         for rule in rules:
-            tkey = (rule.name, *key)
-            track = tracks.get(tkey)
-            if rule.condition is None:
+            condition = rule.evaluate
+            track = tracks.get(rule.name) if tracks is not None else None
+            if track is None and condition is not None and not failing:
+                # the common case, nothing remembered for this rule and point: only a true condition matters
+                try:
+                    if not condition(number, previous, age):
+                        continue
+                except ExpressionError:
+                    pass  # evaluated again below, where failures are handled
+            if condition is None:
                 if track is None:
-                    track = tracks[tkey] = _Track()
+                    track = self._track(key, rule.name)
                 track.last_seen = now
                 track.value = number
                 if track.state in ("active", "acknowledged"):
                     out.append(self._release(rule, key, track, "a reading arrived again"))
                 continue
             try:
-                holds = rule.condition(number, previous, age)
+                holds = condition(number, previous, age)
             except ExpressionError as exc:
                 self._eval_failed(rule, reading, exc)
                 continue
@@ -594,13 +615,14 @@ class AlarmEngine:
             if track is None:
                 if not holds:
                     continue
-                track = tracks[tkey] = _Track()
+                track = self._track(key, rule.name)
+                tracks = self._tracks[key]
             track.value = number
             if track.state in ("normal", "cleared"):
                 if not holds:
                     track.pending_since = None
                     if track.state == "normal":
-                        del tracks[tkey]  # only points with something to remember keep a track
+                        self._forget(key, rule.name)  # only points with something to remember keep a track
                     continue
                 if track.pending_since is None:
                     track.pending_since = now
@@ -613,8 +635,20 @@ class AlarmEngine:
                     self._eval_failed(rule, reading, exc)
                     continue
                 if released:
-                    text = rule.release.text if rule.release is not None else f"not ({rule.condition.text})"
+                    text = rule.release.text if rule.release is not None else f"not ({rule.condition.text})"  # type: ignore[union-attr]
                     out.append(self._release(rule, key, track, text))
+
+    def _track(self, key: Key, name: str) -> _Track:
+        track = _Track()
+        self._tracks.setdefault(key, {})[name] = track
+        return track
+
+    def _forget(self, key: Key, name: str) -> None:
+        point = self._tracks.get(key)
+        if point is not None:
+            point.pop(name, None)
+            if not point:
+                del self._tracks[key]
 
     def _eval_failed(self, rule: AlarmRule, reading: Reading, exc: ExpressionError) -> None:
         log = self._eval_errors.get(rule.name)
@@ -662,7 +696,7 @@ class AlarmEngine:
         if state == "active":
             track.acknowledged_by = None
         if state == "normal" and rule.condition is not None and track.pending_since is None:
-            del self._tracks[(rule.name, *key)]
+            self._forget(key, rule.name)
         return transition
 
     # -- saving and delivery ---------------------------------------------------------------------
@@ -677,6 +711,7 @@ class AlarmEngine:
             self._log.log(level, "%s", t.log_line())
 
     def _save_locked(self) -> None:
+        self._stored_unsaved = False
         if self.state_path is None:
             return
         document = {
@@ -692,13 +727,13 @@ class AlarmEngine:
                     "value": track.value,
                     "acknowledgedBy": track.acknowledged_by,
                 }
-                for (name, module, device, point), track in self._tracks.items()
+                for name, (module, device, point), track in self._all_tracks()
                 if track.state != "normal"
             ],
             "outbox": [dict(t.entry(), at=t.at) for t in self._outbox],
         }
         try:
-            atomic_write(self.state_path, json.dumps(document, indent=1) + "\n")
+            atomic_write(self.state_path, json.dumps(document, separators=(",", ":")) + "\n")
         except OSError as exc:
             self._save_log.failed(
                 f"cannot save {self.state_path} ({describe_failure(exc)}); alarm states are kept in memory",
@@ -734,7 +769,7 @@ class AlarmEngine:
                 continue
             tkey, track = item
             track.last_seen = start
-            self._tracks[tkey] = track
+            self._tracks.setdefault((tkey[1], tkey[2], tkey[3]), {})[tkey[0]] = track
             restored += 1
             self._log.warning(
                 "alarm %s (%s) %s: still %s since %s (restored)",
@@ -817,7 +852,7 @@ class AlarmEngine:
                         self._sink_log.ok("stored again")
                         with self._lock:
                             del self._outbox[: len(batch)]
-                            self._save_locked()
+                            self._stored_unsaved = True
                 for transition in events:
                     for listener in listeners:
                         try:
@@ -942,7 +977,7 @@ def _run_test(rule: AlarmRule, args: argparse.Namespace, times: list[float]) -> 
         states = [a.state for a in engine.alarms()] or ["normal"]
         line = f"  t={t:8g} s  value {value:<10g} -> {states[0]}"
         if rule.condition is not None and states[0] in ("normal", "cleared"):
-            track = engine._tracks.get((rule.name, module, device, point))
+            track = engine._tracks.get((module, device, point), {}).get(rule.name)
             if track is not None and track.pending_since is not None:
                 line += f" (condition holds since t={track.pending_since:g} s; trips after {rule.trip_delay:g} s)"
         print(line)

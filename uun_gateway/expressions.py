@@ -137,6 +137,7 @@ class _Node:
     run: Evaluator
     position: int
     constant: bool = False
+    name: str | None = None
 
 
 def _describe(token: Token) -> str:
@@ -154,6 +155,14 @@ _COMPARE = {
     ">=": operator.ge,
     "==": operator.eq,
     "!=": operator.ne,
+}
+_VALUE_AGAINST: dict[str, Callable[[Any], Evaluator]] = {
+    "<": lambda c: lambda v, p, a: v < c,
+    "<=": lambda c: lambda v, p, a: v <= c,
+    ">": lambda c: lambda v, p, a: v > c,
+    ">=": lambda c: lambda v, p, a: v >= c,
+    "==": lambda c: lambda v, p, a: v == c,
+    "!=": lambda c: lambda v, p, a: v != c,
 }
 _ARITH: dict[str, Callable[[Any, Any], float]] = {"+": operator.add, "-": operator.sub, "*": operator.mul}
 
@@ -262,6 +271,8 @@ class _Parser:
         op, lf, rf = _COMPARE[token.text], left.run, right.run
         if right.constant:
             c = rf(0.0, 0.0, 0.0)
+            if left.name == "value":  # the common "value > 80": one call fewer per evaluation
+                return _Node(BOOLEAN, _VALUE_AGAINST[token.text](c), left.position)
             return _Node(BOOLEAN, lambda v, p, a: op(lf(v, p, a), c), left.position)
         return _Node(BOOLEAN, lambda v, p, a: op(lf(v, p, a), rf(v, p, a)), left.position)
 
@@ -346,7 +357,7 @@ class _Parser:
             constant = name == "true"
             return _Node(BOOLEAN, lambda v, p, a: constant, token.position, True)
         if name == "value":
-            return _Node(NUMBER, lambda v, p, a: v, token.position)
+            return _Node(NUMBER, lambda v, p, a: v, token.position, name="value")
         if name == "previous":
             return _Node(NUMBER, lambda v, p, a: p, token.position)
         if name == "age":
@@ -401,18 +412,20 @@ class Expression:
     True
     """
 
-    __slots__ = ("_run", "text")
+    __slots__ = ("evaluate", "text")
 
     def __init__(self, text: str) -> None:
         """Parse and type-check ``text``. Raises :class:`ExpressionError` (position and expectation)."""
         if not isinstance(text, str):
             raise ExpressionError(f"expected the expression as a string, got {type(text).__name__}", str(text), 0)
         self.text = text
-        self._run = _Parser(text).parse().run
+        self.evaluate: Callable[[float, float, float], bool] = _Parser(text).parse().run  # type: ignore[assignment]
+        """The compiled condition itself, ``evaluate(value, previous, age) -> bool`` (what
+        :meth:`__call__` calls; for hot loops)."""
 
     def __call__(self, value: float, previous: float, age: float) -> bool:
         """Evaluate with these inputs. Raises :class:`ExpressionError` only for a division by zero."""
-        return bool(self._run(value, previous, age))
+        return self.evaluate(value, previous, age)
 
     def __repr__(self) -> str:
         return f"Expression({self.text!r})"
