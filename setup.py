@@ -52,5 +52,9 @@ setup(
             "onewire = uun_gateway.modules.onewire.module:OneWire",
             "unisenza = uun_gateway.modules.unisenza.module:Unisenza",
         ],
+        "uun_gateway.commands": [
+            "onewire = uun_gateway.modules.onewire.cli:register",
+            "unisenza = uun_gateway.modules.unisenza.cli:register",
+        ],
     },
 )
