@@ -17,15 +17,16 @@ from typing import Any
 import pytest
 
 from uun_gateway.alarms import (
-    ALARMS_SCHEMA,
     AlarmEngine,
     AlarmError,
     AlarmRule,
     AlarmTransition,
     compile_rules,
-    register_cli,
+    register,
 )
+from uun_gateway.alarmschema import ALARMS_SCHEMA
 from uun_gateway.errors import EX_CONFIG, ConfigError
+from uun_gateway.plugins import Commands
 from uun_gateway.readings import Reading
 
 
@@ -561,7 +562,7 @@ def test_an_active_alarm_survives_sigkill(tmp_path: Path, last_call: str) -> Non
 
 def run_cli(argv: list[str]) -> int:
     parser = argparse.ArgumentParser()
-    register_cli(parser.add_subparsers(dest="command"))
+    register(Commands(parser.add_subparsers(dest="command")))
     args = parser.parse_args(argv)
     return int(args.func(args))
 
@@ -623,3 +624,17 @@ def test_alarms_test_rejects_bad_values(tmp_path: Path, capsys: pytest.CaptureFi
     assert "expected a number, true/false, or NUMBER@SECONDS" in capsys.readouterr().err
     assert run_cli(["alarms", "test", "-c", str(config), "--value", "1@10", "--value", "2@5"]) == 2
     assert run_cli(["alarms", "test", "-c", str(config), "--rule", "nope", "--value", "1"]) == 2
+
+
+def test_flush_drops_delivered_transitions_from_the_state_file(tmp_path: Path) -> None:
+    stored: list[dict[str, Any]] = []
+    path = tmp_path / "alarms.json"
+    engine = engine_for(rule(condition="value > 80"), sink=stored.extend, state_path=path)
+    engine.evaluate(temp(81))
+    assert len(stored) == 1
+    assert len(json.loads(path.read_text())["outbox"]) == 1  # until the next tick or flush
+    assert engine.flush() is True
+    assert json.loads(path.read_text())["outbox"] == []
+    again = engine_for(rule(condition="value > 80"), sink=stored.extend, state_path=path)
+    again.flush()
+    assert len(stored) == 1

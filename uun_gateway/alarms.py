@@ -45,81 +45,23 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
+from .alarmschema import ALARMS_SCHEMA, PRIORITIES, Priority
+from .config import load_config, validate
 from .errors import EX_CONFIG, ConfigError, UunGatewayError
 from .expressions import Expression, ExpressionError
 from .files import atomic_write
 from .outage import StateLog, describe_failure
+from .plugins import Commands
 from .readings import Reading
 from .timestamps import iso_utc
 
 logger = logging.getLogger("uun_gateway.alarms")
 
-Priority = Literal["info", "warning", "error", "critical"]
-PRIORITIES: tuple[Priority, ...] = ("info", "warning", "error", "critical")
 State = Literal["normal", "active", "acknowledged", "cleared"]
 STATES: tuple[State, ...] = ("normal", "active", "acknowledged", "cleared")
 _LOG_LEVEL = {"info": logging.INFO, "warning": logging.WARNING, "error": logging.ERROR, "critical": logging.CRITICAL}
 
 STATE_FILE_VERSION = 1
-
-_GLOB = {"type": "string", "minLength": 1, "description": 'a name or a glob pattern ("*", "?", "[...]")'}
-
-ALARM_RULE_SCHEMA: dict[str, Any] = {
-    "type": "object",
-    "description": "an alarm rule: name, watch and either condition or staleAfter",
-    "required": ["name", "watch"],
-    "anyOf": [{"required": ["condition"]}, {"required": ["staleAfter"]}],
-    "properties": {
-        "name": {
-            "type": "string",
-            "pattern": "^[A-Za-z0-9_.:-]{1,100}$",
-            "description": "a rule name of 1-100 letters, digits, '_', '.', ':' or '-'",
-        },
-        "description": {"type": "string", "description": "a text"},
-        "watch": {
-            "type": "object",
-            "description": 'an object {"module": module id, "device": glob, "point": glob}',
-            "required": ["module"],
-            "properties": {
-                "module": {"type": "string", "minLength": 1, "description": "a module id"},
-                "device": _GLOB,
-                "point": _GLOB,
-            },
-            "additionalProperties": False,
-        },
-        "condition": {
-            "type": "string",
-            "minLength": 1,
-            "description": "an expression over value, previous and age, e.g. value > 80",
-        },
-        "releaseCondition": {
-            "type": "string",
-            "minLength": 1,
-            "description": "an expression over value, previous and age, e.g. value < 75",
-        },
-        "staleAfter": {
-            "type": "number",
-            "exclusiveMinimum": 0,
-            "description": "seconds without a reading that trip a stale rule (a number > 0)",
-        },
-        "priority": {"enum": list(PRIORITIES), "description": "one of " + ", ".join(PRIORITIES)},
-        "tripDelay": {
-            "type": "number",
-            "minimum": 0,
-            "description": "seconds the condition must hold before the alarm trips (a number >= 0)",
-        },
-        "autoAck": {"type": "boolean", "description": "true or false"},
-    },
-    "additionalProperties": False,
-}
-"""The schema of one rule."""
-
-ALARMS_SCHEMA: dict[str, Any] = {
-    "type": "array",
-    "description": "a list of alarm rules",
-    "items": ALARM_RULE_SCHEMA,
-}
-"""The schema of ``gateway.alarms``; the config loader composes it under that key."""
 
 
 class AlarmError(UunGatewayError):
@@ -174,8 +116,6 @@ def compile_rules(rules: Any, path: str = "gateway.alarms") -> list[AlarmRule]:
     """Check ``rules`` (the value of ``gateway.alarms``) against :data:`ALARMS_SCHEMA` and compile
     their expressions. Raises :class:`ConfigError` listing every problem, each naming its key, e.g.
     ``gateway.alarms[2].condition: column 9: expected a number, ...; in "value > "``."""
-    from .config import validate  # config imports the world; keep this module light to import
-
     if rules is None:
         return []
     errors = validate(_nest(path, rules), _at_path(path, ALARMS_SCHEMA))
@@ -224,6 +164,15 @@ def compile_rules(rules: Any, path: str = "gateway.alarms") -> list[AlarmRule]:
     if errors:
         raise ConfigError(errors)
     return compiled
+
+
+def rule_errors(rules: Any, path: str = "gateway.alarms") -> list[str]:
+    """What :func:`compile_rules` would raise for ``rules``, as a list (empty when they compile)."""
+    try:
+        compile_rules(rules, path)
+    except ConfigError as exc:
+        return exc.errors
+    return []
 
 
 def _at_path(path: str, schema: dict[str, Any]) -> dict[str, Any]:
@@ -558,9 +507,13 @@ class AlarmEngine:
             return len(self._outbox)
 
     def flush(self) -> bool:
-        """Try to hand queued transitions to the sink now; True when none is left queued."""
+        """Hand queued transitions to the sink now and save the state file if that changed it; True
+        when none is left queued. Call it before dropping the engine (at stop)."""
         self._deliver()
-        return self.pending() == 0
+        with self._lock:
+            if self._stored_unsaved:
+                self._save_locked()
+            return not self._outbox
 
     # -- evaluation ------------------------------------------------------------------------------
 
@@ -884,11 +837,11 @@ def _test_value(text: str) -> tuple[float, float | None]:
     return value, at
 
 
-def register_cli(subparsers: argparse._SubParsersAction[Any]) -> None:
-    """Add ``uun-gateway alarms test``."""
-    alarms = subparsers.add_parser("alarms", help="alarm rules: try them offline")
-    commands = alarms.add_subparsers(dest="alarms_command", metavar="ACTION", required=True)
-    test = commands.add_parser(
+def register(commands: Commands) -> None:
+    """Add ``uun-gateway alarms test`` (the ``uun_gateway.commands`` entry point ``alarms``)."""
+    alarms = commands.add("alarms", help="alarm rules: try them offline")
+    actions = alarms.add_subparsers(dest="alarms_command", metavar="ACTION", required=True)
+    test = actions.add_parser(
         "test",
         help="run readings through the rules of a config file and print each alarm transition",
         description=(
@@ -918,8 +871,6 @@ def register_cli(subparsers: argparse._SubParsersAction[Any]) -> None:
 def cmd_alarms_test(args: argparse.Namespace) -> int:
     """Run ``args.value`` through the selected rules; print each step and transition. Returns 0,
     ``EX_CONFIG`` for a config whose rules are invalid, 2 for an unknown rule or a bad series."""
-    from .config import load_config
-
     try:
         config = load_config(args.config)
         section = config.get("gateway", {})
@@ -967,9 +918,12 @@ def _run_test(rule: AlarmRule, args: argparse.Namespace, times: list[float]) -> 
         return
     now = [0.0]
     base = 1_700_000_000.0
-    engine = AlarmEngine(
-        [rule], clock=lambda: now[0], wall=lambda: base + now[0], log=logging.getLogger("uun_gateway.alarms.test")
-    )
+    quiet = logging.getLogger("uun_gateway.alarms.test")  # the printed lines say it all
+    quiet.propagate = False
+    if not quiet.handlers:
+        quiet.addHandler(logging.NullHandler())
+    engine = AlarmEngine([rule], clock=lambda: now[0], wall=lambda: base + now[0], log=quiet)
+
     for (value, _at), t in zip(args.value, times):
         now[0] = t
         changes = engine.tick(t)
