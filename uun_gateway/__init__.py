@@ -5,6 +5,7 @@ The public API::
     from uun_gateway import Gateway, Module, on, Storage, RepeatTimer, UuAppClient, UuCmdSession
 """
 
+from .alarms import AlarmError, AlarmTransition
 from .config import load_config
 from .config import validate as validate_config
 from .errors import ConfigApplyError, ConfigError, ModuleLoadError, StorageError, UnsupportedEvent, UunGatewayError
@@ -15,6 +16,7 @@ from .host import ModuleHost
 from .module import Module, ModuleStats, module_id_from_str
 from .outage import Backoff, Deadline, StateLog, describe_failure, safe_text
 from .plugins import Commands
+from .readings import PointInfo, Reading
 from .storage import Entry, Storage
 from .timers import RepeatTimer
 from .timestamps import iso_utc, parse_iso
@@ -22,6 +24,8 @@ from .uuapp import TokenCommandError, TokenError, UuAppClient, UuCmdSession
 from .version import __version__
 
 __all__ = [
+    "AlarmError",
+    "AlarmTransition",
     "Backoff",
     "Commands",
     "ConfigApplyError",
@@ -33,6 +37,8 @@ __all__ = [
     "ModuleHost",
     "ModuleLoadError",
     "ModuleStats",
+    "PointInfo",
+    "Reading",
     "RepeatTimer",
     "StateLog",
     "Storage",

@@ -16,6 +16,7 @@ from typing import Any, cast
 
 import jsonschema
 
+from .alarmschema import ALARMS_SCHEMA
 from .errors import ConfigError
 
 PERIOD_SCHEMA: dict[str, Any] = {
@@ -74,6 +75,7 @@ CORE_GATEWAY_SCHEMA: dict[str, Any] = {
         "description": "seconds a handler may run before the gateway counts as hung (a number > 0)",
     },
     "nondecrementalUpdate": {"type": "boolean", "description": "true or false"},
+    "alarms": ALARMS_SCHEMA,
 }
 
 

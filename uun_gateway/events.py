@@ -9,7 +9,7 @@ from typing import Any, TypeVar
 
 from .errors import UnsupportedEvent
 
-EVENTS = ("tick", "start", "stop", "update")
+EVENTS = ("tick", "start", "stop", "update", "alarm")
 _MARK = "__uun_gateway_events__"
 
 F = TypeVar("F", bound=Callable[..., Any])
@@ -25,7 +25,9 @@ def on(event: str, timer_id: str | None = None) -> Callable[[F], F]:
     - ``@on("start")``: ``handler(self, evs)`` with ``evs = (runev, stopev)``, run in a thread of its
       own when the gateway starts; it may loop while ``runev.is_set()``;
     - ``@on("stop")``: ``handler(self)``, run when the gateway stops, in reverse module order;
-    - ``@on("update")``: ``handler(self)``, run after a configuration update was applied.
+    - ``@on("update")``: ``handler(self)``, run after a configuration update was applied;
+    - ``@on("alarm")``: ``handler(self, transition)``, run for every alarm transition
+      (:class:`~uun_gateway.alarms.AlarmTransition`) in the thread that caused it, after it was saved.
 
     A method may carry several ``@on`` marks. Raises :class:`UnsupportedEvent` at class definition for
     an unknown event, or a timer id on an event other than ``tick``.

@@ -13,6 +13,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from .alarms import rule_errors
 from .config import CORE_GATEWAY_SCHEMA, compose_schema, suggest, validate
 from .errors import ConfigError, ModuleLoadError
 from .events import Handler, find_handlers
@@ -220,6 +221,9 @@ class ModuleSet:
         timers = config["gateway"].get("moduleTimers", {})
         errors = unknown_id_errors(config, set(self.ids), self.installed)
         errors += storage_location_errors(config["gateway"], [m.id for m in self.modules if m.has_storage])
+        if config["gateway"].get("alarms"):
+            errors += rule_errors(config["gateway"]["alarms"])
+            errors += storage_location_errors(config["gateway"], ["alarms"])
         for loaded in self.modules:
             errors += timer_errors(loaded, timers.get(loaded.id))
         return errors

@@ -1,0 +1,174 @@
+"""Alarms in a running gateway: Module.publish stores readings and hands them to the rules,
+transitions land in the ``alarms`` storage and reach ``@on("alarm")`` handlers, state survives a
+restart, and rules come and go with a config update."""
+
+from __future__ import annotations
+
+import threading
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.conftest import wait_for
+from uun_gateway import ConfigError, Gateway, Module, on
+from uun_gateway.alarms import AlarmTransition
+from uun_gateway.readings import PointInfo, Reading
+from uun_gateway.storage import Storage
+
+BOILER = PointInfo(unit="°C", min=-55, max=125)
+
+
+class Ramp(Module):
+    """Publishes a rising temperature, one reading per tick, and records its alarm events."""
+
+    def __init__(self, config: Any, start: float = 70.0, step: float = 1.0) -> None:
+        super().__init__(config)
+        self.value = start
+        self.step = step
+        self.lock = threading.Lock()
+        self.alarms: list[AlarmTransition] = []
+
+    @on("tick")
+    def tick(self) -> None:
+        with self.lock:
+            value, self.value = self.value, self.value + self.step
+        self.publish([Reading.of("ramp", "boiler", "temperature", value, BOILER)])
+
+    @on("alarm")
+    def alarm(self, transition: AlarmTransition) -> None:
+        with self.lock:
+            self.alarms.append(transition)
+
+    def seen(self) -> list[tuple[str, str]]:
+        with self.lock:
+            return [(t.rule, t.state) for t in self.alarms]
+
+
+def config_for(tmp_path: Path, rules: list[dict[str, Any]] | None, period: float = 0.01) -> dict[str, Any]:
+    gateway: dict[str, Any] = {"storageDir": str(tmp_path), "moduleTimers": {"ramp": period}}
+    if rules is not None:
+        gateway["alarms"] = rules
+    return {"gateway": gateway}
+
+
+HOT = {"name": "hot", "watch": {"module": "ramp", "point": "temperature"}, "condition": "value >= 75"}
+
+
+def stored(path: Path) -> list[Any]:
+    storage = Storage("check", path)
+    try:
+        return [e.data for e in storage]
+    finally:
+        storage.close()
+
+
+def test_a_published_ramp_trips_an_alarm_once_and_it_is_stored(tmp_path: Path) -> None:
+    ramp: list[Ramp] = []
+    start = [70.0]
+
+    def init(config: dict[str, Any], uuclient: Any) -> Ramp:
+        ramp.append(Ramp(config["gateway"], start=start[0]))
+        return ramp[0]
+
+    with Gateway(config_for(tmp_path, [HOT]), init) as gateway:
+        wait_for(lambda: ramp[0].value >= 80)
+        assert gateway.alarms is not None
+        assert [(a.rule, a.device, a.state) for a in gateway.alarms.alarms()] == [("hot", "boiler", "active")]
+        [status] = gateway.health()["alarms"]
+        assert (status["rule"], status["state"], status["priority"]) == ("hot", "active", "warning")
+        assert status["value"] >= 75.0  # the latest value
+    assert ramp[0].seen() == [("hot", "active")]
+    [entry] = stored(tmp_path / "alarms.sqlite")
+    assert (entry["rule"], entry["module"], entry["device"], entry["state"], entry["value"]) == (
+        "hot",
+        "ramp",
+        "boiler",
+        "active",
+        75.0,
+    )
+    readings = stored(tmp_path / "ramp.sqlite")
+    assert readings[0] == {
+        "module": "ramp",
+        "device": "boiler",
+        "point": "temperature",
+        "value": 70.0,
+        "unit": "°C",
+        "timestamp": readings[0]["timestamp"],
+        "quality": "good",
+    }
+
+    # a restart, still hot: still active, not raised again, and acknowledging it works
+    ramp.clear()
+    start[0] = 80.0
+    with Gateway(config_for(tmp_path, [HOT]), init) as gateway:
+        assert gateway.alarms is not None
+        assert [a.state for a in gateway.alarms.alarms()] == ["active"]
+        wait_for(lambda: ramp[0].value >= 85)
+        [acked] = gateway.alarms.acknowledge("hot", by="test")
+        assert acked.state == "acknowledged"
+        wait_for(lambda: ramp[0].seen() == [("hot", "acknowledged")])
+    assert [e["state"] for e in stored(tmp_path / "alarms.sqlite")] == ["active", "acknowledged"]
+
+
+def test_a_rule_that_does_not_compile_stops_the_gateway_from_loading(tmp_path: Path) -> None:
+    bad = dict(HOT, condition="value >= ")
+    with pytest.raises(ConfigError, match=r"gateway\.alarms\[0\]\.condition: column 10: expected a number"):
+        Gateway(config_for(tmp_path, [bad]), lambda c, u: Ramp(c["gateway"]))
+
+
+def test_without_alarms_publish_only_stores(tmp_path: Path) -> None:
+    ramp: list[Ramp] = []
+
+    def init(config: dict[str, Any], uuclient: Any) -> Ramp:
+        ramp.append(Ramp(config["gateway"]))
+        return ramp[0]
+
+    with Gateway(config_for(tmp_path, None), init) as gateway:
+        wait_for(lambda: ramp[0].value >= 75)
+        assert gateway.alarms is None
+    assert not (tmp_path / "alarms.sqlite").exists()
+    assert len(stored(tmp_path / "ramp.sqlite")) >= 5
+
+
+def test_rules_added_and_changed_by_a_config_update(tmp_path: Path) -> None:
+    ramp: list[Ramp] = []
+
+    def init(config: dict[str, Any], uuclient: Any) -> Ramp:
+        ramp.append(Ramp(config["gateway"], start=0.0, step=1.0))
+        return ramp[0]
+
+    config = config_for(tmp_path, None)
+    with Gateway(config, init) as gateway:
+        wait_for(lambda: ramp[0].value >= 2)
+        gateway.reconfigure(config_for(tmp_path, [dict(HOT, condition="value >= 5")]), save=False)
+        wait_for(lambda: ramp[0].seen() == [("hot", "active")])
+        assert gateway.alarms is not None
+        # a second rule; the first keeps its state (active, not raised again)
+        second = {"name": "hotter", "watch": {"module": "ramp"}, "condition": "value >= 1"}
+        gateway.reconfigure(config_for(tmp_path, [dict(HOT, condition="value >= 5"), second]), save=False)
+        wait_for(lambda: ("hotter", "active") in ramp[0].seen())
+        assert sorted(a.rule for a in gateway.alarms.alarms()) == ["hot", "hotter"]
+        assert ramp[0].seen().count(("hot", "active")) == 1
+        with pytest.raises(ConfigError, match=r"gateway\.alarms\[0\]\.condition: column 1: unknown name 'vaule'"):
+            gateway.reconfigure(config_for(tmp_path, [dict(HOT, condition="vaule > 1")]), save=False)
+
+
+def test_an_alarm_handler_that_raises_is_counted_and_the_gateway_goes_on(tmp_path: Path) -> None:
+    class Broken(Ramp):
+        id = "ramp"
+
+        @on("alarm")
+        def alarm(self, transition: AlarmTransition) -> None:
+            raise RuntimeError("handler bug")
+
+    ramp: list[Ramp] = []
+
+    def init(config: dict[str, Any], uuclient: Any) -> Ramp:
+        ramp.append(Broken(config["gateway"]))
+        return ramp[0]
+
+    with Gateway(config_for(tmp_path, [HOT]), init) as gateway:
+        wait_for(lambda: gateway.health()["modules"]["ramp"]["handlerErrors"] == 1)
+        wait_for(lambda: ramp[0].value >= 80)
+    assert [e["state"] for e in stored(tmp_path / "alarms.sqlite")] == ["active"]
