@@ -9,12 +9,17 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from uun_gateway.modules.upload import Upload
 
 from tests.conftest import wait_for
+from tests.fake_uuapp import FakeUuApp
+from tests.uuapp_modules import gateway_config
 from uun_gateway import ConfigError, Gateway, Module, on
 from uun_gateway.alarms import AlarmTransition
 from uun_gateway.readings import PointInfo, Reading
 from uun_gateway.storage import Storage
+
+pytest_plugins = ["tests.uuapp_fixtures"]
 
 BOILER = PointInfo(unit="°C", min=-55, max=125)
 
@@ -172,3 +177,26 @@ def test_an_alarm_handler_that_raises_is_counted_and_the_gateway_goes_on(tmp_pat
         wait_for(lambda: gateway.health()["modules"]["ramp"]["handlerErrors"] == 1)
         wait_for(lambda: ramp[0].value >= 80)
     assert [e["state"] for e in stored(tmp_path / "alarms.sqlite")] == ["active"]
+
+
+def test_transitions_are_uploaded_from_the_alarms_storage(fake: FakeUuApp, tmp_path: Path) -> None:
+    config = gateway_config(
+        fake,
+        tmp_path,
+        moduleTimers={"ramp": 0.01, "upload": 0.02},
+        alarms=[HOT],
+        upload={"sources": {"alarms": {"uuCmd": "gateway/alarms"}}},
+    )
+    gateway = Gateway(config, lambda c, u: [Ramp(c["gateway"]), Upload(c["gateway"], u)])
+    try:
+        gateway.start()
+        wait_for(lambda: any(r.processed for r in fake.for_cmd("gateway/alarms")))
+    finally:
+        gateway.stop()
+        if gateway.uuapp_client is not None:
+            gateway.uuapp_client.close()
+    [record] = [r for r in fake.for_cmd("gateway/alarms") if r.processed]
+    assert record.dto["source"] == "alarms"
+    [item] = record.dto["data"]
+    assert (item["data"]["rule"], item["data"]["state"], item["data"]["value"]) == ("hot", "active", 75.0)
+    assert stored(tmp_path / "storage" / "alarms.sqlite") == []  # delivered, so gone

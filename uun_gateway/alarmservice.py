@@ -38,6 +38,9 @@ class AlarmService:
     not compile.
     """
 
+    id = STORAGE_ID
+    """The upload source name of the transitions (``gateway.upload.sources.alarms``)."""
+
     def __init__(self, gateway_section: Mapping[str, Any]) -> None:
         self._lock = threading.Lock()
         self._storage_lock = threading.Lock()
