@@ -95,6 +95,10 @@ class Gateway(AbstractContextManager["Gateway"]):
 
     def _start_alarms(self, gateway_section: Mapping[str, Any]) -> AlarmService:
         service = self.alarms = AlarmService(gateway_section)
+        ids = {m.id for m in self._modules}
+        for rule in service.engine.rules.values():
+            if rule.module not in ids:
+                logger.warning("alarm rule %s watches module %r, which is not loaded", rule.name, rule.module)
         for loaded in self._modules:
             for handler in loaded.of("alarm"):
                 service.subscribe(functools.partial(self._runner.call, loaded, handler))
