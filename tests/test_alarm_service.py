@@ -9,10 +9,19 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from uun_gateway.modules.onewire.families import properties_for
+from uun_gateway.modules.onewire.module import OneWire
 from uun_gateway.modules.upload import Upload
 
 from tests.conftest import wait_for
 from tests.fake_uuapp import FakeUuApp
+from tests.onewire_fixtures import (
+    Owserver,
+    emulated_id,
+    emulated_value,
+    owserver_factory_fixture,  # noqa: F401
+    owserver_fixture,  # noqa: F401
+)
 from tests.uuapp_modules import gateway_config
 from uun_gateway import ConfigError, Gateway, Module, on
 from uun_gateway.alarms import AlarmTransition
@@ -21,6 +30,7 @@ from uun_gateway.storage import Storage
 
 pytest_plugins = ["tests.uuapp_fixtures"]
 
+TESTER_PROPERTIES = [p for family in ("28", "28", "10", "26", "1D", "29") for p in properties_for(family)]
 BOILER = PointInfo(unit="°C", min=-55, max=125)
 
 
@@ -200,3 +210,42 @@ def test_transitions_are_uploaded_from_the_alarms_storage(fake: FakeUuApp, tmp_p
     [item] = record.dto["data"]
     assert (item["data"]["rule"], item["data"]["state"], item["data"]["value"]) == ("hot", "active", 75.0)
     assert stored(tmp_path / "storage" / "alarms.sqlite") == []  # delivered, so gone
+
+
+def test_rules_on_a_real_module_onewire_on_owserver_tester(owserver: Owserver, tmp_path: Path) -> None:
+    """owserver --tester values are fixed: the first DS18B20 (28.*) reads 4.0 °C, so a threshold
+    below it trips and one above it does not."""
+    first = emulated_id("28", 0)
+    expected = emulated_value(first) * 0.1
+    rules = [
+        {
+            "name": "above",
+            "watch": {"module": "onewire", "device": first, "point": "temperature"},
+            "condition": f"value > {expected - 0.5}",
+        },
+        {
+            "name": "below",
+            "watch": {"module": "onewire", "device": "28.*", "point": "temperature"},
+            "condition": f"value > {expected + 100}",
+        },
+    ]
+    config = {
+        "gateway": {
+            "storageDir": str(tmp_path / "storage"),
+            "moduleTimers": {"onewire": {"scan": 60, "read": 0.2}},
+            "onewire": {"servers": [{"host": "127.0.0.1", "port": owserver.port}], "conversionDelay": 0.01},
+            "alarms": rules,
+        }
+    }
+    with Gateway(config, lambda c, u: OneWire(c["gateway"], u)) as gateway:
+        assert gateway.alarms is not None
+        service = gateway.alarms
+        wait_for(lambda: [(a.rule, a.device, a.state) for a in service.alarms()] == [("above", first, "active")])
+        (module,) = gateway.modules
+        wait_for(lambda: len(module.storage) >= 2 * len(TESTER_PROPERTIES))  # two read cycles
+        assert [a.value for a in service.alarms()] == [pytest.approx(expected)]
+    # the module's own entry format is kept
+    assert {"deviceId", "property", "value", "unit", "timestamp"} <= set(
+        stored(tmp_path / "storage" / "onewire.sqlite")[0]
+    )
+    assert [e["rule"] for e in stored(tmp_path / "storage" / "alarms.sqlite")] == ["above"]
