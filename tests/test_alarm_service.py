@@ -11,6 +11,7 @@ from typing import Any
 import pytest
 from uun_gateway.modules.onewire.families import properties_for
 from uun_gateway.modules.onewire.module import OneWire
+from uun_gateway.modules.unisenza.module import Unisenza
 from uun_gateway.modules.upload import Upload
 
 from tests.conftest import wait_for
@@ -22,6 +23,9 @@ from tests.onewire_fixtures import (
     owserver_factory_fixture,  # noqa: F401
     owserver_fixture,  # noqa: F401
 )
+from tests.test_unisenza_module import config_for as unisenza_config
+from tests.test_unisenza_module import section_for
+from tests.unisenza_fakes import FakeCloud, fixtures
 from tests.uuapp_modules import gateway_config
 from uun_gateway import ConfigError, Gateway, Module, on
 from uun_gateway.alarms import AlarmTransition
@@ -29,6 +33,9 @@ from uun_gateway.readings import PointInfo, Reading
 from uun_gateway.storage import Storage
 
 pytest_plugins = ["tests.uuapp_fixtures"]
+
+# the cloud double's fixtures, as tests/test_unisenza_module.py uses them
+ca, shared_env, cloud = fixtures.ca, fixtures.shared_env, fixtures.cloud
 
 TESTER_PROPERTIES = [p for family in ("28", "28", "10", "26", "1D", "29") for p in properties_for(family)]
 BOILER = PointInfo(unit="°C", min=-55, max=125)
@@ -249,3 +256,22 @@ def test_rules_on_a_real_module_onewire_on_owserver_tester(owserver: Owserver, t
         stored(tmp_path / "storage" / "onewire.sqlite")[0]
     )
     assert [e["rule"] for e in stored(tmp_path / "storage" / "alarms.sqlite")] == ["above"]
+
+
+def test_rules_on_unisenza_thermostats(cloud: FakeCloud, tmp_path: Path) -> None:
+    """The cloud double's living room (T1) is at 21.35 °C."""
+    rules = [
+        {
+            "name": "warm",
+            "watch": {"module": "unisenza", "device": "T1", "point": "currentTemperature"},
+            "condition": "value > 21",
+        },
+        {"name": "hot", "watch": {"module": "unisenza", "point": "*Temperature"}, "condition": "value > 40"},
+    ]
+    config = unisenza_config(tmp_path, section_for(cloud, tmp_path))
+    config["gateway"]["alarms"] = rules
+    with Gateway(config, lambda c, u: Unisenza(c["gateway"], u)) as gateway:
+        assert gateway.alarms is not None
+        service = gateway.alarms
+        wait_for(lambda: [(a.rule, a.device, a.state) for a in service.alarms()] == [("warm", "T1", "active")], 15)
+        assert [a.value for a in service.alarms()] == [21.35]

@@ -133,15 +133,13 @@ class Module:
         """Store readings in this module's storage (one durable transaction) and hand them to the
         host's alarm rules and reading listeners; return the entry ids.
 
-        The stored entries are ``reading.entry()``, or ``entries`` (one per reading, in the module's
-        own format) when given. The readings reach the alarm rules only after they are stored, in the
-        calling thread; without a host they are only stored. Raises
+        The stored entries are ``reading.entry()``, or ``entries`` when given: the module's own records
+        (any number; one record may carry several readings). The readings reach the alarm rules only
+        after they are stored, in the calling thread; without a host they are only stored. Raises
         :class:`~uun_gateway.errors.StorageError` (then nothing is stored or evaluated).
         """
         batch = list(readings)
         stored = [r.entry() for r in batch] if entries is None else list(entries)
-        if len(stored) != len(batch):
-            raise ValueError(f"module {self.id}: publish got {len(batch)} readings but {len(stored)} entries")
         ids = self.storage.extend(stored) if stored else []
         if self.gateway is not None and batch:
             self.gateway.publish(batch)
