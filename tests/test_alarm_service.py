@@ -29,6 +29,7 @@ from tests.unisenza_fakes import FakeCloud, fixtures
 from tests.uuapp_modules import gateway_config
 from uun_gateway import ConfigError, Gateway, Module, on
 from uun_gateway.alarms import AlarmTransition
+from uun_gateway.alarmservice import AlarmService
 from uun_gateway.readings import PointInfo, Reading
 from uun_gateway.storage import Storage
 
@@ -275,3 +276,27 @@ def test_rules_on_unisenza_thermostats(cloud: FakeCloud, tmp_path: Path) -> None
         service = gateway.alarms
         wait_for(lambda: [(a.rule, a.device, a.state) for a in service.alarms()] == [("warm", "T1", "active")], 15)
         assert [a.value for a in service.alarms()] == [21.35]
+
+
+def test_reading_listeners_see_every_published_reading(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    service = AlarmService({"storageDir": str(tmp_path), "alarms": [HOT]})
+    seen: list[float] = []
+
+    def broken(reading: Reading) -> None:
+        raise RuntimeError("listener bug")
+
+    service.subscribe_readings(broken)
+    unsubscribe = service.subscribe_readings(lambda r: seen.append(r.value))
+    service.start()
+    try:
+        [tripped] = service.publish([Reading("ramp", "boiler", "temperature", v, 0.0) for v in (70.0, 76.0)])
+        assert tripped.state == "active"
+        assert seen == [70.0, 76.0]
+        unsubscribe()
+        service.publish([Reading("ramp", "boiler", "temperature", 77.0, 0.0)])
+        assert seen == [70.0, 76.0]
+    finally:
+        service.stop()
+    assert sum("reading listener" in r.getMessage() for r in caplog.records) == 3
+    assert [e["state"] for e in stored(tmp_path / "alarms.sqlite")] == ["active"]
+    assert (tmp_path / "alarms-state.json").exists()

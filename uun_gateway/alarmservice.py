@@ -32,9 +32,10 @@ class AlarmService:
     ``alarms-state.json`` next to it. :meth:`start` starts a 1 s timer that checks trip delays and
     stale rules; :meth:`stop` stops it, hands queued transitions to the storage and closes it.
 
-    Thread-safe. :meth:`publish` runs the rules in the calling thread (a module's handler) and then
-    calls the reading listeners there; a listener's exception is logged and does not reach the
-    publisher. Raises :class:`~uun_gateway.errors.ConfigError` at construction for rules that do
+    Thread-safe: the engine is used by one thread at a time (it serialises its work anyway).
+    :meth:`publish` runs the rules in the calling thread (a module's handler), which also delivers
+    the transitions, and then calls the reading listeners there; a listener's exception is logged
+    and does not reach the publisher. Raises :class:`~uun_gateway.errors.ConfigError` at construction for rules that do
     not compile.
     """
 
@@ -42,7 +43,10 @@ class AlarmService:
     """The upload source name of the transitions (``gateway.upload.sources.alarms``)."""
 
     def __init__(self, gateway_section: Mapping[str, Any]) -> None:
-        self._lock = threading.Lock()
+        self._lock = threading.Lock()  # the listener lists
+        # held around every use of the engine, so none runs on an engine replace_rules dropped;
+        # reentrant: an @on("alarm") handler may acknowledge
+        self._engine_lock = threading.RLock()
         self._storage_lock = threading.Lock()
         self.storage_path, self._limit = storage_location(gateway_section, STORAGE_ID)
         self.state_path = self.storage_path.parent / STATE_FILE
@@ -68,14 +72,13 @@ class AlarmService:
     def stop(self) -> None:
         """Stop the checks, store queued transitions, close the storage. Idempotent."""
         self._timer.stop()
-        with self._lock:
-            engine = self.engine
-        if not engine.flush():
-            logger.error(
-                "%d alarm transition(s) could not be stored at stop; kept in %s for the next start",
-                engine.pending(),
-                self.state_path,
-            )
+        with self._engine_lock:
+            if not self.engine.flush():
+                logger.error(
+                    "%d alarm transition(s) could not be stored at stop; kept in %s for the next start",
+                    self.engine.pending(),
+                    self.state_path,
+                )
         with self._storage_lock:
             if self._storage is not None:
                 try:
@@ -87,7 +90,7 @@ class AlarmService:
         """Apply a new ``gateway.alarms``: alarms of rules that stay keep their state (through the
         state file); those of removed rules are forgotten (logged). Raises ConfigError."""
         rules = compile_rules(gateway_section.get("alarms"))
-        with self._lock:
+        with self._engine_lock:
             self.engine.flush()
             self.engine = self._engine(rules)
         logger.info("alarm rules updated: %d rule(s)", len(rules))
@@ -98,10 +101,10 @@ class AlarmService:
         """Apply ``readings`` to the rules, then hand each to the reading listeners; returns the
         transitions they caused."""
         batch = list(readings)
+        with self._engine_lock:
+            transitions = self.engine.evaluate_many(batch)
         with self._lock:
-            engine = self.engine
             listeners = list(self._reading_listeners)
-        transitions = engine.evaluate_many(batch)
         for listener in listeners:
             for reading in batch:
                 try:
@@ -131,20 +134,17 @@ class AlarmService:
 
     def acknowledge(self, rule: str, *, device: str = "*", point: str = "*", by: str = "api") -> list[AlarmTransition]:
         """See :meth:`AlarmEngine.acknowledge`."""
-        with self._lock:
-            engine = self.engine
-        return engine.acknowledge(rule, device=device, point=point, by=by)
+        with self._engine_lock:
+            return self.engine.acknowledge(rule, device=device, point=point, by=by)
 
     def alarms(self) -> list[AlarmStatus]:
         """Every alarm that is not normal (see :meth:`AlarmEngine.alarms`)."""
-        with self._lock:
-            engine = self.engine
-        return engine.alarms()
+        with self._engine_lock:
+            return self.engine.alarms()
 
     def _tick(self) -> None:
-        with self._lock:
-            engine = self.engine
-        engine.tick()
+        with self._engine_lock:
+            self.engine.tick()
 
     def _notify(self, transition: AlarmTransition) -> None:
         with self._lock:
