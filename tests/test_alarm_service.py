@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import threading
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pytest
 from uun_gateway.modules.onewire.families import properties_for
@@ -16,13 +16,6 @@ from uun_gateway.modules.upload import Upload
 
 from tests.conftest import wait_for
 from tests.fake_uuapp import FakeUuApp
-from tests.onewire_fixtures import (
-    Owserver,
-    emulated_id,
-    emulated_value,
-    owserver_factory_fixture,  # noqa: F401
-    owserver_fixture,  # noqa: F401
-)
 from tests.test_unisenza_module import config_for as unisenza_config
 from tests.test_unisenza_module import section_for
 from tests.unisenza_fakes import FakeCloud, fixtures
@@ -33,7 +26,11 @@ from uun_gateway.alarmservice import AlarmService
 from uun_gateway.readings import PointInfo, Reading
 from uun_gateway.storage import Storage
 
-pytest_plugins = ["tests.uuapp_fixtures"]
+if TYPE_CHECKING:
+    from tests.onewire_fixtures import Owserver
+
+# onewire_fixtures as a plugin, not imported at the top, so that pytest rewrites its asserts
+pytest_plugins = ["tests.uuapp_fixtures", "tests.onewire_fixtures"]
 
 # the cloud double's fixtures, as tests/test_unisenza_module.py uses them
 ca, shared_env, cloud = fixtures.ca, fixtures.shared_env, fixtures.cloud
@@ -223,6 +220,8 @@ def test_transitions_are_uploaded_from_the_alarms_storage(fake: FakeUuApp, tmp_p
 def test_rules_on_a_real_module_onewire_on_owserver_tester(owserver: Owserver, tmp_path: Path) -> None:
     """owserver --tester values are fixed: the first DS18B20 (28.*) reads 4.0 °C, so a threshold
     below it trips and one above it does not."""
+    from tests.onewire_fixtures import emulated_id, emulated_value
+
     first = emulated_id("28", 0)
     expected = emulated_value(first) * 0.1
     rules = [
