@@ -147,7 +147,7 @@ class Upload(Module):
         return found
 
     def _running(self) -> bool:
-        return self.gateway is None or not self.gateway.stopev.is_set()
+        return not self.stop_event.is_set()
 
     # -- delivery --------------------------------------------------------------------------------
 

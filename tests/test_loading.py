@@ -67,6 +67,7 @@ class TinyHost:
     def __init__(self) -> None:
         self.config: dict[str, Any] = {"gateway": {}}
         self.stopev = threading.Event()
+        self.stopping = threading.Event()
         self.modules: Sequence[Any] = []
         self.updates: list[Mapping[str, Any]] = []
 
@@ -90,7 +91,7 @@ def test_a_module_runs_under_any_module_host() -> None:
     host: ModuleHost = TinyHost()
     attached = Waiter({})
     attached.attach(host)
-    assert attached.gateway is host and attached.stop_event is host.stopev
+    assert attached.gateway is host and attached.stop_event is host.stopping
 
 
 def test_the_gateway_is_a_module_host() -> None:

@@ -5,7 +5,10 @@ The public API::
     from uun_gateway import Gateway, Module, on, Storage, RepeatTimer, UuAppClient, UuCmdSession
 """
 
+from typing import Any
+
 from .alarms import AlarmError, AlarmTransition
+from .compat import install as _install_legacy_paths
 from .config import load_config
 from .config import validate as validate_config
 from .errors import ConfigApplyError, ConfigError, ModuleLoadError, StorageError, UnsupportedEvent, UunGatewayError
@@ -22,6 +25,16 @@ from .timers import RepeatTimer
 from .timestamps import iso_utc, parse_iso
 from .uuapp import TokenCommandError, TokenError, UuAppClient, UuCmdSession
 from .version import __version__
+
+_install_legacy_paths()
+
+
+def __getattr__(name: str) -> Any:
+    # uun-iot's top-level names (EvTick, ConfigScopeEnum, utils, ...), imported only when asked for.
+    from .compat import legacy_attribute
+
+    return legacy_attribute(__name__, name)
+
 
 __all__ = [
     "AlarmError",

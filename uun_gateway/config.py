@@ -107,6 +107,21 @@ def compose_schema(
     }
 
 
+def lenient_schema(schema: Mapping[str, Any]) -> dict[str, Any]:
+    """``schema`` (from :func:`compose_schema`) relaxed where a config is an application's business:
+    any top-level key, any value under ``gateway`` that is no known module's section, and a
+    ``uuThing`` without ``uuIdentity``. Returns a new schema; ``schema`` is not changed."""
+    relaxed = copy.deepcopy(dict(schema))
+    relaxed["additionalProperties"] = True
+    properties = relaxed.get("properties", {})
+    if "gateway" in properties:
+        properties["gateway"]["additionalProperties"] = True
+    thing = properties.get("uuThing")
+    if isinstance(thing, dict) and "uuIdentity" in thing.get("required", ()):
+        thing["required"] = [key for key in thing["required"] if key != "uuIdentity"]
+    return relaxed
+
+
 def json_path(parts: Iterable[Any]) -> str:
     """``["gateway", "moduleTimers", 0]`` -> ``gateway.moduleTimers[0]``; the root is ``(root)``."""
     text = ""

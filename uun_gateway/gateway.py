@@ -49,7 +49,20 @@ class Gateway(AbstractContextManager["Gateway"]):
     stops the gateway or its timer.
     """
 
-    def __init__(self, config: str | os.PathLike[str] | Mapping[str, Any], module_init: ModuleInit | None = None):
+    def __init__(
+        self,
+        config: str | os.PathLike[str] | Mapping[str, Any] | None = None,
+        module_init: ModuleInit | None = None,
+        *,
+        config_file: str | os.PathLike[str] | None = None,
+        strict: bool | None = None,
+    ):
+        if config_file is not None:  # uun-iot's keyword
+            if config is not None:
+                raise TypeError("Gateway() takes config or config_file, not both")
+            config = config_file
+        if config is None:
+            config = {}
         if isinstance(config, Mapping):
             self.config_path: Path | None = None
             self._source = "config"
@@ -62,6 +75,8 @@ class Gateway(AbstractContextManager["Gateway"]):
         self.saved_update_path = saved_update_path(self.config_path) if self.config_path else None
         self.runev = threading.Event()
         self.stopev = threading.Event()
+        self.stopev.set()  # set whenever the gateway is not running, as in uun-iot 0.12
+        self.stopping = threading.Event()
         self.started_at: float | None = None
         self.config_error: str | None = None
         self._lock = threading.RLock()
@@ -72,7 +87,7 @@ class Gateway(AbstractContextManager["Gateway"]):
         self._signals = StopRequest()
         self._runner = HandlerRunner()
 
-        self._set = load_modules(self.config, module_init, self._source)
+        self._set = load_modules(self.config, module_init, self._source, strict=strict)
         self._modules: list[LoadedModule] = self._set.modules
         self.uuapp_client = self._set.uuclient
         for loaded in self._modules:
@@ -129,6 +144,11 @@ class Gateway(AbstractContextManager["Gateway"]):
         return [m.instance for m in self._modules]
 
     @property
+    def config_warnings(self) -> list[str]:
+        """What the last config check let pass but reported (see :class:`~uun_gateway.loading.ModuleSet`)."""
+        return list(self._set.warnings)
+
+    @property
     def timers(self) -> dict[TimerKey, RepeatTimer]:
         """The repeat timers, keyed by (module id, timer id or None)."""
         return dict(self._timers)
@@ -139,12 +159,16 @@ class Gateway(AbstractContextManager["Gateway"]):
             if self.runev.is_set():
                 return
             self.stopev.clear()
+            self.stopping.clear()
             self.runev.set()
             self._signals.reset()
             self.started_at = time.monotonic()
             for loaded in self._modules:
                 for handler in loaded.of("start"):
-                    self._runner.start_in_thread(loaded, handler, (self.runev, self.stopev))
+                    if handler.blocking:
+                        self._runner.call(loaded, handler, (self.runev, self.stopev))
+                    else:
+                        self._runner.start_in_thread(loaded, handler, (self.runev, self.stopev))
             for timer in self._timers.values():
                 timer.start()
             if self.alarms is not None:
@@ -181,6 +205,7 @@ class Gateway(AbstractContextManager["Gateway"]):
         try:
             logger.info("gateway stopping")
             self.runev.clear()
+            self.stopping.set()
             self.stopev.set()
             for timer in self._timers.values():
                 timer.stop(block=False)
@@ -254,6 +279,7 @@ class Gateway(AbstractContextManager["Gateway"]):
                 "sendFailures": stats.send_failures,
                 "timerOverruns": sum(t.skipped for (mid, _), t in self._timers.items() if mid == loaded.id),
                 "lastError": stats.last_error,
+                "problem": stats.problem,
             }
         uptime = time.monotonic() - self.started_at if self.started_at is not None else 0.0
         health: dict[str, Any] = {"uptime": round(uptime, 1), "configError": self.config_error, "modules": modules}
@@ -264,12 +290,14 @@ class Gateway(AbstractContextManager["Gateway"]):
     def stalled(self, handler_timeout: float | None = None) -> list[str]:
         """Reasons the running gateway is not making progress (empty when it is): timer threads that
         died, handlers running longer than ``handler_timeout`` (default ``gateway.handlerTimeout``,
-        300 s). A stopped gateway is never stalled."""
+        300 s), and problems modules reported (:meth:`ModuleStats.report_problem`). A stopped gateway
+        is never stalled."""
         if not self.runev.is_set():
             return []
         limit = handler_timeout or float(self.config["gateway"].get("handlerTimeout", DEFAULT_HANDLER_TIMEOUT))
         now = time.monotonic()
-        return [reason for timer in self._timers.values() if (reason := timer.stalled(limit, now))]
+        reasons = [reason for timer in self._timers.values() if (reason := timer.stalled(limit, now))]
+        return reasons + [f"module {m.id}: {m.stats.problem}" for m in self._modules if m.stats.problem]
 
     # -- configuration updates -------------------------------------------------------------------
 
@@ -332,5 +360,11 @@ class Gateway(AbstractContextManager["Gateway"]):
             if spec.period != timer.period:
                 logger.info("timer %s: period %gs -> %gs", timer.name, timer.period, spec.period)
                 timer.period = spec.period
-        failures = [f"{h.name} failed" for m in self._modules for h in m.of("update") if not self._runner.call(m, h)]
+        section = config["gateway"]
+        failures = [
+            f"{h.name} failed"
+            for m in self._modules
+            for h in m.of("update")
+            if not self._runner.call(m, h, *((section,) if h.with_config else ()))
+        ]
         return "; ".join(failures) or None

@@ -18,7 +18,9 @@ class ModuleHost(Protocol):
     """The host side of a loaded module.
 
     - ``config``: the whole configuration in effect (replaced, never mutated, on an update);
-    - ``stopev``: set when the host begins to stop; long handlers wait on it to end early;
+    - ``stopping``: set from the moment the host begins to stop until it starts again; long
+      handlers wait on it to end early (a module reads it as :attr:`Module.stop_event`);
+    - ``stopev``: uun-iot's event, set whenever the host is not running (before start too);
     - ``modules``: the loaded module instances, in start order (a snapshot);
     - :meth:`health`: a JSON-ready status summary (see :meth:`Gateway.health`);
     - :meth:`reconfigure`: validate, apply and persist a new configuration (see
@@ -31,6 +33,9 @@ class ModuleHost(Protocol):
 
     @property
     def config(self) -> Mapping[str, Any]: ...
+
+    @property
+    def stopping(self) -> threading.Event: ...
 
     @property
     def stopev(self) -> threading.Event: ...

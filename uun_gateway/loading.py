@@ -8,13 +8,14 @@ sees a :class:`LoadedModule`.
 
 from __future__ import annotations
 
+import inspect
 import logging
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
 from .alarms import rule_errors
-from .config import CORE_GATEWAY_SCHEMA, compose_schema, suggest, validate
+from .config import CORE_GATEWAY_SCHEMA, compose_schema, lenient_schema, suggest, validate
 from .errors import ConfigError, ModuleLoadError
 from .events import Handler, find_handlers
 from .host import ModuleHost
@@ -25,17 +26,22 @@ from .uuapp import UUAPP_SCHEMA, UuAppClient
 
 logger = logging.getLogger(__name__)
 
-ModuleInit = Callable[[dict[str, Any], UuAppClient | None], Any]
+ModuleInit = Callable[..., Any]  # (config, uuclient), or uun-iot 0.11's (ev, config, uuclient)
 TimerKey = tuple[str, str | None]
 
 
-def configured_module_ids(config: Mapping[str, Any]) -> list[str]:
-    """Ids the config enables: keys of ``gateway.moduleTimers`` and module sections of ``gateway``."""
+def configured_module_ids(config: Mapping[str, Any], *, strict: bool = True) -> list[str]:
+    """Ids the config enables: keys of ``gateway.moduleTimers`` and module sections of ``gateway``
+    (not ``strict``: only keys whose value is an object; others are an application's settings)."""
     gateway = config.get("gateway", {})
     timers = gateway.get("moduleTimers", {}) if isinstance(gateway, Mapping) else {}
     ids = list(timers) if isinstance(timers, Mapping) else []
     if isinstance(gateway, Mapping):
-        ids += [key for key in gateway if key not in CORE_GATEWAY_SCHEMA]
+        ids += [
+            key
+            for key, value in gateway.items()
+            if key not in CORE_GATEWAY_SCHEMA and (strict or isinstance(value, Mapping))
+        ]
     return list(dict.fromkeys(ids))
 
 
@@ -102,7 +108,7 @@ class _NativeModule(LoadedModule):
 
     @property
     def has_storage(self) -> bool:
-        return True
+        return self.module.has_storage
 
     def attach(self, host: ModuleHost) -> None:
         self.module.attach(host)
@@ -196,14 +202,22 @@ class TimerSpec:
 class ModuleSet:
     """The loaded modules in start order, with what checking a config against them needs.
 
-    ``installed`` are the ids of every installed module (loaded or not), for hints. Not thread-safe
-    on its own: the gateway serialises its use.
+    ``installed`` are the ids of every installed module (loaded or not), for hints. Unless ``strict``
+    (an application brought its own modules, as uun-iot applications do), what is the application's
+    business is a warning, not an error: keys no loaded module has, non-object values and unknown
+    top-level keys, a missing ``uuThing.uuIdentity``, a tick handler without a period (it does not
+    run). :attr:`warnings` holds those of the last :meth:`check`. Not thread-safe on its own: the
+    gateway serialises its use.
     """
 
-    def __init__(self, modules: list[LoadedModule], installed: set[str], uuclient: UuAppClient | None) -> None:
+    def __init__(
+        self, modules: list[LoadedModule], installed: set[str], uuclient: UuAppClient | None, *, strict: bool = True
+    ) -> None:
         self.modules = modules
         self.installed = installed
         self.uuclient = uuclient
+        self.strict = strict
+        self.warnings: list[str] = []
 
     @property
     def ids(self) -> list[str]:
@@ -214,18 +228,24 @@ class ModuleSet:
         return compose_schema({m.id: m.config_schema for m in self.modules}, UUAPP_SCHEMA)
 
     def check(self, config: Mapping[str, Any]) -> list[str]:
-        """Every problem ``config`` (normalized) would have for these modules; empty when valid."""
-        errors = validate(config, self.schema())
-        if errors:
-            return errors
-        timers = config["gateway"].get("moduleTimers", {})
-        errors = unknown_id_errors(config, set(self.ids), self.installed)
-        errors += storage_location_errors(config["gateway"], [m.id for m in self.modules if m.has_storage])
-        if config["gateway"].get("alarms"):
-            errors += rule_errors(config["gateway"]["alarms"])
-            errors += storage_location_errors(config["gateway"], ["alarms"])
-        for loaded in self.modules:
-            errors += timer_errors(loaded, timers.get(loaded.id))
+        """Every problem ``config`` (normalized) would have for these modules; empty when valid.
+        Warnings (not ``strict``) are logged and kept in :attr:`warnings`."""
+        errors, warnings = validate_leniently(config, self.schema(), self.strict)
+        if not errors:
+            timers = config["gateway"].get("moduleTimers", {})
+            unknown = unknown_id_errors(config, set(self.ids), self.installed, strict=self.strict)
+            (errors if self.strict else warnings).extend(unknown)
+            errors += storage_location_errors(config["gateway"], [m.id for m in self.modules if m.has_storage])
+            if config["gateway"].get("alarms"):
+                errors += rule_errors(config["gateway"]["alarms"])
+                errors += storage_location_errors(config["gateway"], ["alarms"])
+            for loaded in self.modules:
+                for problem in timer_errors(loaded, timers.get(loaded.id)):
+                    lenient = not self.strict and "but no period" in problem
+                    (warnings if lenient else errors).append(problem + ("; it does not run" if lenient else ""))
+        self.warnings = warnings
+        for warning in warnings:
+            logger.warning("config: %s", warning)
         return errors
 
     def timers(self, config: Mapping[str, Any]) -> dict[TimerKey, TimerSpec]:
@@ -236,13 +256,26 @@ class ModuleSet:
             periods = _periods(settings.get(loaded.id))
             for handler in loaded.of("tick"):
                 tid = handler.timer_id
+                if tid not in periods and tid not in loaded.timer_defaults:
+                    continue  # allowed only when not strict (a warning): the handler does not run
                 period = float(periods[tid] if tid in periods else loaded.timer_defaults[tid])
                 name = loaded.id if tid is None else f"{loaded.id}.{tid}"
                 specs[(loaded.id, tid)] = TimerSpec(loaded, handler, name, period)
         return specs
 
 
-def unknown_id_errors(config: Mapping[str, Any], loaded: set[str], installed: set[str]) -> list[str]:
+def validate_leniently(config: Mapping[str, Any], schema: dict[str, Any], strict: bool) -> tuple[list[str], list[str]]:
+    """(errors, warnings) of ``config`` against ``schema``; not ``strict``, what only the strict
+    schema refuses (see :func:`~uun_gateway.config.lenient_schema`) is a warning."""
+    if strict:
+        return validate(config, schema), []
+    errors = validate(config, lenient_schema(schema))
+    return errors, [e for e in validate(config, schema) if e not in errors]
+
+
+def unknown_id_errors(
+    config: Mapping[str, Any], loaded: set[str], installed: set[str], *, strict: bool = True
+) -> list[str]:
     """Keys of ``moduleTimers``, ``moduleBackupStorage`` and ``gateway`` that name no loaded module."""
     gateway = config.get("gateway", {})
     if not isinstance(gateway, Mapping):
@@ -250,7 +283,7 @@ def unknown_id_errors(config: Mapping[str, Any], loaded: set[str], installed: se
     timers = gateway.get("moduleTimers", {})
     known = loaded | installed
     errors: list[str] = []
-    for mid in configured_module_ids(config):
+    for mid in configured_module_ids(config, strict=strict):
         if mid not in loaded:
             where = "moduleTimers." if isinstance(timers, Mapping) and mid in timers else ""
             hint = suggest(mid, known - {mid}) or (
@@ -264,21 +297,25 @@ def unknown_id_errors(config: Mapping[str, Any], loaded: set[str], installed: se
     return errors
 
 
-def load_modules(config: dict[str, Any], module_init: ModuleInit | None, source: str) -> ModuleSet:
+def load_modules(
+    config: dict[str, Any], module_init: ModuleInit | None, source: str, *, strict: bool | None = None
+) -> ModuleSet:
     """Import, construct and check the modules of a normalized ``config``: the user's (from
     ``module_init(config, uuclient)``, one module, a list or None) first, then every installed module
-    the config names that the user did not give.
+    the config names that the user did not give. ``strict`` (see :class:`ModuleSet`) defaults to
+    True without a ``module_init`` and False with one.
 
     Raises :class:`ConfigError` (every problem, ``source`` naming the config) or
     :class:`ModuleLoadError` (naming the module). Never waits on the network.
     """
+    strict = module_init is None if strict is None else strict
     installed = set(available_module_ids())
-    classes = {mid: load_module_class(mid) for mid in configured_module_ids(config) if mid in installed}
-    errors = validate(
-        config, compose_schema({m: getattr(c, "config_schema", None) for m, c in classes.items()}, UUAPP_SCHEMA)
-    )
+    enabled = configured_module_ids(config, strict=strict)
+    classes = {mid: load_module_class(mid) for mid in enabled if mid in installed}
+    schema = compose_schema({m: getattr(c, "config_schema", None) for m, c in classes.items()}, UUAPP_SCHEMA)
+    errors, _ = validate_leniently(config, schema, strict)
     if errors and module_init is None:
-        errors += unknown_id_errors(config, set(classes), installed)
+        errors += unknown_id_errors(config, set(classes), installed, strict=strict)
     if errors:
         raise ConfigError(errors, source)
     uuclient = UuAppClient(config) if "uuApp" in config else None
@@ -289,7 +326,7 @@ def load_modules(config: dict[str, Any], module_init: ModuleInit | None, source:
         for mid, cls in classes.items()
         if mid not in given_ids
     ]
-    module_set = ModuleSet(given + plugins, installed, uuclient)
+    module_set = ModuleSet(given + plugins, installed, uuclient, strict=strict)
     errors = module_set.check(config)
     if errors:
         raise ConfigError(errors, source)
@@ -301,7 +338,12 @@ def _user_modules(
 ) -> list[LoadedModule]:
     if module_init is None:
         return []
-    result = _construct("module_init", module_init, config, uuclient)
+    if _positional_parameters(module_init) == 3:  # uun-iot 0.11: module_init(ev, config, uuclient)
+        from .compat.events import EventRegister
+
+        result = _construct("module_init", module_init, EventRegister(), config, uuclient)
+    else:
+        result = _construct("module_init", module_init, config, uuclient)
     instances = list(result) if isinstance(result, (list, tuple)) else ([] if result is None else [result])
     modules = [adapt(instance) for instance in instances]
     seen: set[str] = set()
@@ -310,6 +352,18 @@ def _user_modules(
             raise ModuleLoadError(f"module_init returned two modules with the id {loaded.id!r}")
         seen.add(loaded.id)
     return modules
+
+
+def _positional_parameters(func: Callable[..., Any]) -> int | None:
+    """How many positional parameters ``func`` takes (None when it takes any number or is opaque)."""
+    try:
+        parameters = inspect.signature(func).parameters.values()
+    except (TypeError, ValueError):
+        return None
+    kinds = [p.kind for p in parameters]
+    if inspect.Parameter.VAR_POSITIONAL in kinds:
+        return None
+    return sum(k in (inspect.Parameter.POSITIONAL_ONLY, inspect.Parameter.POSITIONAL_OR_KEYWORD) for k in kinds)
 
 
 def _construct(name: str, factory: Callable[..., Any], *args: Any) -> Any:

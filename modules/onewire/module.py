@@ -60,7 +60,6 @@ class OneWire(Module):
     def __init__(self, config: Any = None, uuclient: Any = None) -> None:
         super().__init__(config, uuclient)
         self.events = EventBus()
-        self._stop = threading.Event()
         self._state_lock = threading.Lock()
         self._servers: dict[ServerAddress, OwServer] = {}
         self._needs_scan: set[ServerAddress] = set()
@@ -101,13 +100,12 @@ class OneWire(Module):
     @on("stop")
     def on_stop(self) -> None:
         """Interrupt a conversion wait in progress."""
-        self._stop.set()
+        self.request_stop()
 
     def _wait(self, seconds: float) -> bool:
         # Under a gateway its stop event is set before the timers are joined, so a tick waiting
         # here ends at once on stop; standalone, on_stop() sets our own event.
-        stopev = self.gateway.stopev if self.gateway is not None else self._stop
-        return not stopev.wait(seconds)
+        return not self.stop_event.wait(seconds)
 
     # -- events -----------------------------------------------------------------------------------
 
