@@ -17,6 +17,7 @@ from .compat import install as _install_legacy_paths
 from .version import __version__
 
 if TYPE_CHECKING:
+    from .alarms import AlarmError, AlarmTransition
     from .config import load_config
     from .config import validate as validate_config
     from .errors import ConfigApplyError, ConfigError, ModuleLoadError, StorageError, UnsupportedEvent, UunGatewayError
@@ -27,6 +28,7 @@ if TYPE_CHECKING:
     from .module import Module, ModuleStats, module_id_from_str
     from .outage import Backoff, Deadline, StateLog, describe_failure, safe_text
     from .plugins import Commands
+    from .readings import PointInfo, Reading
     from .storage import Entry, Storage
     from .timers import RepeatTimer
     from .timestamps import iso_utc, parse_iso
@@ -34,6 +36,10 @@ if TYPE_CHECKING:
 
 #: public name -> (submodule, attribute)
 _EXPORTS: dict[str, tuple[str, str]] = {
+    "AlarmError": ("alarms", "AlarmError"),
+    "AlarmTransition": ("alarms", "AlarmTransition"),
+    "PointInfo": ("readings", "PointInfo"),
+    "Reading": ("readings", "Reading"),
     "Backoff": ("outage", "Backoff"),
     "Commands": ("plugins", "Commands"),
     "ConfigApplyError": ("errors", "ConfigApplyError"),
@@ -67,6 +73,8 @@ _EXPORTS: dict[str, tuple[str, str]] = {
 }
 
 __all__ = [
+    "AlarmError",
+    "AlarmTransition",
     "Backoff",
     "Commands",
     "ConfigApplyError",
@@ -78,6 +86,8 @@ __all__ = [
     "ModuleHost",
     "ModuleLoadError",
     "ModuleStats",
+    "PointInfo",
+    "Reading",
     "RepeatTimer",
     "StateLog",
     "Storage",

@@ -17,6 +17,7 @@ from typing import Any, cast
 
 import jsonschema
 
+from .alarmschema import ALARMS_SCHEMA
 from .errors import ConfigError
 from .files import atomic_write
 
@@ -92,6 +93,7 @@ CORE_GATEWAY_SCHEMA: dict[str, Any] = {
         "description": f"seconds a handler may run before the gateway counts as hung (a number > 0, at most {YEAR})",
     },
     "nondecrementalUpdate": {"type": "boolean", "description": "true or false"},
+    "alarms": ALARMS_SCHEMA,
 }
 
 

@@ -9,7 +9,7 @@ from typing import Any, TypeVar
 
 from .errors import UnsupportedEvent
 
-EVENTS = ("tick", "start", "stop", "update", "command")
+EVENTS = ("tick", "start", "stop", "update", "command", "alarm")
 _MARK = "__uun_gateway_events__"
 _RUNTIME = "__uun_gateway_runtime_handlers__"
 _SUBMODULE = "__uun_gateway_submodule__"
@@ -41,7 +41,9 @@ def on(event: str, name: str | None = None, *, blocking: bool = False, with_conf
     - ``@on("update")``: ``handler(self)``, run after a configuration update was applied; with
       ``with_config=True`` ``handler(self, gateway_section)`` gets the new ``gateway`` section;
     - ``@on("command", "name")``: ``handler(self, (name, argument))`` answers the command ``name``
-      sent to the gateway's command socket (``gateway.socket.path``); it returns a text or None.
+      sent to the gateway's command socket (``gateway.socket.path``); it returns a text or None;
+    - ``@on("alarm")``: ``handler(self, transition)``, run for every alarm transition
+      (:class:`~uun_gateway.alarms.AlarmTransition`) in the thread that caused it, after it was saved.
 
     A method may carry several ``@on`` marks. ``on`` may also be applied at run time to a bound
     method (``on("stop")(self.save)``): the handler then belongs to that instance only. Raises

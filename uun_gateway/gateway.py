@@ -2,16 +2,17 @@
 
 from __future__ import annotations
 
+import functools
 import logging
 import os
 import sys
 import threading
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from contextlib import AbstractContextManager
 from pathlib import Path
 from types import FrameType, TracebackType
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from .config import load_config, normalized, read_saved_update, save_update, saved_update_path, value_errors
 from .errors import ConfigApplyError, ConfigError
@@ -21,6 +22,10 @@ from .signals import StopRequest, exit_code_for, signal_name
 from .storage import state_directory
 from .timers import RepeatTimer
 from .timestamps import iso_utc
+
+if TYPE_CHECKING:
+    from .alarmservice import AlarmService
+    from .readings import Reading
 
 logger = logging.getLogger(__name__)
 
@@ -94,6 +99,10 @@ class Gateway(AbstractContextManager["Gateway"]):
             key: RepeatTimer(spec.period, self._runner.call, (spec.loaded, spec.handler), name=spec.name)
             for key, spec in self._set.timers(self.config).items()
         }
+        self.alarms: AlarmService | None = None
+        """The alarm rules of ``gateway.alarms`` (None when there are none); see :meth:`publish`."""
+        if self.config["gateway"].get("alarms"):
+            self._start_alarms(self.config["gateway"])
         if self.saved_update_path not in (None, self.config_path) and self.saved_update_path.exists():
             self._apply_saved_update(self.saved_update_path)
         logger.info(
@@ -101,6 +110,25 @@ class Gateway(AbstractContextManager["Gateway"]):
             len(self._modules),
             ", ".join(f"{m.id} ({len(m.handlers)} handlers)" for m in self._modules) or "none",
         )
+
+    def _start_alarms(self, gateway_section: Mapping[str, Any]) -> AlarmService:
+        from .alarmservice import AlarmService  # only a gateway with alarm rules pays for them
+
+        service = self.alarms = AlarmService(gateway_section)
+        ids = {m.id for m in self._modules}
+        for rule in service.engine.rules.values():
+            if rule.module not in ids:
+                logger.warning("alarm rule %s watches module %r, which is not loaded", rule.name, rule.module)
+        for loaded in self._modules:
+            for handler in loaded.of("alarm"):
+                service.subscribe(functools.partial(self._runner.call, loaded, handler))
+        return service
+
+    def publish(self, readings: Sequence[Reading]) -> None:
+        """Hand readings a module has stored to the alarm rules and the reading listeners (see
+        :meth:`Module.publish <uun_gateway.module.Module.publish>`). Thread-safe."""
+        if self.alarms is not None:
+            self.alarms.publish(readings)
 
     def _apply_saved_update(self, path: Path) -> None:
         """Lay the ``gateway`` section of a remote update saved at ``path`` over the config file's.
@@ -148,6 +176,8 @@ class Gateway(AbstractContextManager["Gateway"]):
                         self._runner.start_in_thread(loaded, handler, (self.runev, self.stopev))
             for timer in self._timers.values():
                 timer.start()
+            if self.alarms is not None:
+                self.alarms.start()
             logger.info("gateway started: %d module(s), %d timer(s)", len(self._modules), len(self._timers))
 
     def stop(self) -> None:
@@ -189,6 +219,8 @@ class Gateway(AbstractContextManager["Gateway"]):
                     logger.error("timer %s: handler still running at stop; abandoned", timer.name)
             self._runner.run_each_in_thread(((m, h) for m in reversed(self._modules) for h in m.of("stop")), deadline)
             self._runner.join_started(deadline)
+            if self.alarms is not None:
+                self.alarms.stop()
             for loaded in self._modules:
                 loaded.close()
             if self.uuapp_client is not None:
@@ -240,7 +272,8 @@ class Gateway(AbstractContextManager["Gateway"]):
     def health(self) -> dict[str, Any]:
         """A JSON-ready summary: uptime, the last config error, and per module: stored entries (None
         when its storage was not opened), last successful send (ISO 8601 UTC), handler errors, send
-        failures, skipped timer ticks and the last error."""
+        failures, skipped timer ticks and the last error; with ``gateway.alarms``, ``alarms``: every
+        alarm that is not normal."""
         modules: dict[str, Any] = {}
         for loaded in self._modules:
             stats = loaded.stats
@@ -254,7 +287,10 @@ class Gateway(AbstractContextManager["Gateway"]):
                 "problem": stats.problem,
             }
         uptime = time.monotonic() - self.started_at if self.started_at is not None else 0.0
-        return {"uptime": round(uptime, 1), "configError": self.config_error, "modules": modules}
+        health: dict[str, Any] = {"uptime": round(uptime, 1), "configError": self.config_error, "modules": modules}
+        if self.alarms is not None:
+            health["alarms"] = [alarm.to_dict() for alarm in self.alarms.alarms()]
+        return health
 
     def stalled(self, handler_timeout: float | None = None) -> list[str]:
         """Reasons the running gateway is not making progress (empty when it is): timer threads that
@@ -318,8 +354,15 @@ class Gateway(AbstractContextManager["Gateway"]):
     def _apply(self, config: dict[str, Any]) -> str | None:
         """Make ``config`` the one in effect; the failure (None: none) for :meth:`reconfigure` to
         roll back. Never raises: a failure half-way is rolled back like a failing handler."""
-        self.config = config
         try:
+            if config["gateway"].get("alarms") != self.config["gateway"].get("alarms"):
+                if self.alarms is not None:
+                    self.alarms.replace_rules(config["gateway"])
+                elif config["gateway"].get("alarms"):
+                    service = self._start_alarms(config["gateway"])
+                    if self.runev.is_set():
+                        service.start()
+            self.config = config
             for loaded in self._modules:
                 loaded.replace_config(config["gateway"])
             for key, spec in self._set.timers(config).items():

@@ -8,7 +8,10 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Mapping, Sequence
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
+
+if TYPE_CHECKING:
+    from .readings import Reading
 
 
 class ModuleHost(Protocol):
@@ -21,7 +24,9 @@ class ModuleHost(Protocol):
     - ``modules``: the loaded module instances, in start order (a snapshot);
     - :meth:`health`: a JSON-ready status summary (see :meth:`Gateway.health`);
     - :meth:`reconfigure`: validate, apply and persist a new configuration (see
-      :meth:`Gateway.reconfigure`; raises :class:`~uun_gateway.errors.ConfigError`).
+      :meth:`Gateway.reconfigure`; raises :class:`~uun_gateway.errors.ConfigError`);
+    - :meth:`publish`: hand stored readings to the alarm rules and reading listeners
+      (:meth:`Module.publish <uun_gateway.module.Module.publish>` calls it).
 
     All of it is thread-safe.
     """
@@ -41,3 +46,5 @@ class ModuleHost(Protocol):
     def health(self) -> dict[str, Any]: ...
 
     def reconfigure(self, new_config: Mapping[str, Any], *, save: bool = True) -> bool: ...
+
+    def publish(self, readings: Sequence[Reading]) -> None: ...

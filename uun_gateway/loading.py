@@ -275,6 +275,11 @@ class ModuleSet:
                 warnings.append(problem + "; it does not run")
             else:
                 errors.append(problem)
+        if isinstance(config.get("gateway"), Mapping) and config["gateway"].get("alarms") and not schema_errors:
+            from .alarms import rule_errors
+
+            errors += rule_errors(config["gateway"]["alarms"])
+            errors += storage_location_errors(config["gateway"], ["alarms"])
         self.warnings = warnings
         for warning in warnings:
             logger.warning("config: %s", warning)
