@@ -281,8 +281,9 @@ def tree_handler(
     files: dict[str, bytes | int], dirs: dict[str, list[str]] | Callable[[str], list[str] | None]
 ) -> FakeHandler:
     """A handler serving ``files`` (path -> bytes, or an int errno to fail with) and ``dirs``
-    (path -> entries, or a function). Unknown paths fail with errno 1 like owserver. Writes to
-    existing files succeed (and do nothing)."""
+    (path -> entries, or a function). ``/uncached/X`` serves ``X`` unless listed itself, as
+    owserver does. Unknown paths fail with errno 1 like owserver. Writes to existing files
+    succeed (and do nothing)."""
 
     def lookup_dir(path: str) -> list[str] | None:
         if callable(dirs):
@@ -294,6 +295,8 @@ def tree_handler(
             entries = lookup_dir(path)
             return (-1, b"") if entries is None else (0, ",".join(entries).encode())
         value = files.get(path)
+        if value is None and path.startswith("/uncached/"):
+            value = files.get(path[len("/uncached") :])
         if value is None:
             return -1, b""
         if isinstance(value, int):
