@@ -403,12 +403,12 @@ class OwSession:
         with suppress(OSError, AssertionError, protocol.Error):
             closer()
 
-    def _call(self, fn: Callable[..., T], path: str, *args: Any) -> T:
+    def _call(self, fn: Callable[..., T], path: str, *args: Any, retry: bool = True) -> T:
         if self.broken is not None:
             raise self.broken
         guard: _CallGuard = self._proxy.guard
         last: BaseException | None = None
-        for attempt in range(2):
+        for attempt in range(2 if retry else 1):
             self.round_trips += 1
             guard.begin(self.server.request_timeout)
             try:
@@ -433,6 +433,9 @@ class OwSession:
             return result
         assert last is not None
         timed_out = _is_timeout(last)
+        if not retry and not timed_out:
+            # Not repeated (a write may have reached the device); the next call reconnects.
+            raise ServerUnavailable(self.server.address, _describe(last)) from last
         self.server.mark_down(_describe(last), timed_out)
         self.broken = ServerUnavailable(self.server.address, _describe(last), timed_out)
         raise self.broken from last
@@ -446,8 +449,9 @@ class OwSession:
         return bytes(self._call(self._proxy.read, path))
 
     def write(self, path: str, data: bytes) -> None:
-        """Write one property."""
-        self._call(self._proxy.write, path, data)
+        """Write one property. Never sent twice: when the answer is lost (a dropped connection)
+        it raises :class:`ServerUnavailable` and the session stays usable for a read-back."""
+        self._call(self._proxy.write, path, data, retry=False)
 
     def convert_temperatures(self, bus_path: str) -> None:
         """Start a simultaneous temperature conversion on one bus (SKIP ROM + CONVERT T)."""

@@ -81,11 +81,19 @@ def write_confirmed(
         try:
             session.write(path, data)
         except ServerUnavailable as err:
-            raise WriteFailed(
-                f"{where}: {session.name} failed during the write ({err.reason}); the device may or may not "
-                "have changed, the write is not repeated blindly",
-                unknown=True,
-            ) from None
+            if err.timed_out or err.stopped:
+                raise WriteFailed(
+                    f"{where}: {session.name} failed during the write ({err.reason}); the device may or may "
+                    "not have changed, the write is not repeated blindly",
+                    unknown=True,
+                ) from None
+            # The answer was lost (e.g. a connection owserver had closed): did the write land?
+            back = read_back(session, path, spec)
+            if not spec.same(value, back):
+                raise WriteFailed(
+                    f"{where}: the write's answer was lost ({err.reason}) and the device reads back {back!r}"
+                ) from None
+            log.info("%s: the write's answer was lost (%s) but the read-back confirms it", where, err.reason)
         back = read_back(session, path, spec)
     except PathError as err:
         raise WriteFailed(f"{where}: {err.detail}") from None
