@@ -435,7 +435,8 @@ class OneWire(Module):
             configured = sensor.properties if sensor else None
             props = []
             for spec in properties_for(dev.family, configured, settings.families, resolution, dev.type):
-                if not self.schedule.due((dev.id, spec.name), settings.interval_for(dev.id, spec.name), now):
+                interval = settings.interval_for(dev.id, spec.name, *spec.channels)
+                if not self.schedule.due((dev.id, spec.name), interval, now):
                     continue
                 spec = self._spec(server, session, dev.family, spec)
                 override = settings.uncached_for(dev.id, spec.name)
@@ -463,7 +464,7 @@ class OneWire(Module):
         """
         now = self.schedule.clock()
         alarm_events: list[Event] = []
-        issued: list[tuple[str, str]] = []
+        issued: list[tuple[str, PropertySpec]] = []
         unavailable: dict[str, str] = {}
         with ExitStack() as stack:
             jobs: list[tuple[Session, list[ReadTarget]]] = []
@@ -489,12 +490,13 @@ class OneWire(Module):
                     continue
                 if targets:
                     jobs.append((session, targets))
-                    issued.extend((t.device_id, p.name) for t in targets for p in t.properties)
+                    issued.extend((t.device_id, p) for t in targets for p in t.properties)
             result = self.reader.read(jobs)
         result.unavailable = {**unavailable, **result.unavailable}
         if not result.interrupted:
-            for dev_id, name in issued:
-                self.schedule.done((dev_id, name), self.settings.interval_for(dev_id, name), now)
+            for dev_id, spec in issued:
+                every = self.settings.interval_for(dev_id, spec.name, *spec.channels)
+                self.schedule.done((dev_id, spec.name), every, now)
         self._record(result, alarm_events)
         return result
 

@@ -247,12 +247,14 @@ class Settings:
                     )
         return problems
 
-    def interval_for(self, dev_id: str, prop: str) -> float | None:
-        """Seconds between reads of one property (None: every read tick)."""
+    def interval_for(self, dev_id: str, prop: str, *channels: str) -> float | None:
+        """Seconds between reads of one property (None: every read tick). For a ``.ALL`` read the
+        shortest interval configured for it or any of its ``channels`` applies."""
         sensor = self.sensors.get(dev_id)
         if sensor is not None:
-            if prop in sensor.intervals:
-                return sensor.intervals[prop]
+            given = [sensor.intervals[n] for n in (prop, *channels) if n in sensor.intervals]
+            if given:
+                return min(given)
             if sensor.interval is not None:
                 return sensor.interval
         return self.interval
