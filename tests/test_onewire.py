@@ -380,6 +380,8 @@ def test_bus_and_crc_errors_are_counted_and_logged_once_per_state_change(
     dirs = {"/": ["/bus.0/"], "/uncached/bus.0/": [f"/uncached/bus.0/{good}/", f"/uncached/bus.0/{bad}/"]}
     fake = fake_owserver(tree_handler(files, dirs))
     module = make_module(tmp_path, fake.address)
+    now = [0.0]
+    module.schedule.clock = lambda: now[0]
     try:
         with caplog.at_level(logging.INFO, logger="uun_gateway.modules.onewire"):
             for _ in range(3):
@@ -387,13 +389,50 @@ def test_bus_and_crc_errors_are_counted_and_logged_once_per_state_change(
                 assert [(e.device_id, e.kind) for e in result.errors] == [(bad, "bus")]
             files[f"/bus.0/{bad}/temperature"] = b"  19.0"
             module.read_cycle()
+            now[0] = 300.0  # "reads again" once a summary period has passed without failures
             module.read_cycle()
         assert device(module, bad).read_errors == 3
         assert device(module, bad).consecutive_errors == 0
         messages = [r.getMessage() for r in caplog.records if bad in r.getMessage()]
-        assert len([m for m in messages if "read failed" in m]) == 1
+        (failed,) = [m for m in messages if "read failed" in m]
+        assert "bus error: the device gave no valid answer (CRC error or not responding)" in failed
+        assert "Startup" not in failed  # not pyownet's text for the errno
         assert len([m for m in messages if "reads again" in m]) == 1
         assert len([e for e in stored(module) if e["deviceId"] == good]) == 5
+    finally:
+        module.close_storage()
+
+
+def test_a_flaky_sensor_is_logged_once_then_summarised_not_per_failure(
+    fake_owserver: Callable[..., FakeOwserver], tmp_path: Path, caplog: Any
+) -> None:
+    # before: a bus error on 1 read in 3 logged "read failed" and "reads again" every 3 cycles
+    flaky = "28.000000000003"
+    files: dict[str, bytes | int] = {
+        "/bus.0/simultaneous/temperature": b"0",
+        f"/bus.0/{flaky}/type": b"DS18B20",
+    }
+    dirs = {"/": ["/bus.0/"], "/uncached/bus.0/": [f"/uncached/bus.0/{flaky}/"]}
+    fake = fake_owserver(tree_handler(files, dirs))
+    module = make_module(tmp_path, fake.address)
+    now = [0.0]
+    module.schedule.clock = lambda: now[0]
+    try:
+        with caplog.at_level(logging.DEBUG, logger="uun_gateway.modules.onewire"):
+            for cycle in range(60):  # ten minutes of 10 s cycles
+                files[f"/bus.0/{flaky}/temperature"] = 22 if cycle % 3 == 0 else b"  20.0"
+                module.read_cycle()
+                now[0] += 10.0
+        lines = [
+            r
+            for r in caplog.records
+            if flaky in r.getMessage() and r.levelno >= logging.INFO and "found at" not in r.getMessage()
+        ]
+        assert len(lines) <= 3, [r.getMessage() for r in lines]  # first failure + one summary per 5 min
+        assert "read failed" in lines[0].getMessage()
+        assert any("still failing" in r.getMessage() for r in lines[1:])
+        stored_lines = [r for r in caplog.records if "stored" in r.getMessage()]
+        assert stored_lines and all(r.levelno == logging.DEBUG for r in stored_lines)
     finally:
         module.close_storage()
 

@@ -57,6 +57,8 @@ from .writer import UnknownDevice, WriteFailed, WriteResult, typed, write_confir
 log = logging.getLogger(__name__)
 
 _LOG_VALUES = 8
+#: A failing sensor is logged once, then summarised at most this often (seconds).
+READ_LOG_SUMMARY = 300.0
 Backend = OwServer | SysfsBus
 
 
@@ -87,6 +89,7 @@ class OneWire(Module):
         self._pending: dict[tuple[str, str], Value] = {}
         self._output_logs: dict[tuple[str, str], StateLog] = {}
         self._read_logs: dict[str, StateLog] = {}
+        self._read_failed_at: dict[str, float] = {}
         self._structure: dict[tuple[str, str, str], PropertySpec] = {}
         self.clock: Callable[[], float] = time.time
         self.schedule = Schedule()
@@ -514,14 +517,24 @@ class OneWire(Module):
             counted[error.device_id] = counted.get(error.device_id, 0) + 1
             if error.kind != "power-on":  # the power-on filter logs its own state changes
                 errors.setdefault(error.device_id, []).append(f"{error.property}: {error.detail}")
+        now = self.schedule.clock()
         for dev_id in sorted(set(values) | set(counted)):
             self.inventory.record_read(dev_id, values.get(dev_id, {}), counted.get(dev_id, 0))
             state = self._read_logs.get(dev_id)
             if dev_id in errors:
                 if state is None:
-                    state = self._read_logs[dev_id] = StateLog(log, f"1-wire device {dev_id}")
+                    state = self._read_logs[dev_id] = StateLog(
+                        log, f"1-wire device {dev_id}", repeat_every=READ_LOG_SUMMARY, clock=self.schedule.clock
+                    )
+                self._read_failed_at[dev_id] = now
                 state.failed(f"read failed: {'; '.join(errors[dev_id])}")
-            elif state is not None:
+            elif (
+                state is not None
+                and state.failing
+                # A flaky sensor (1 bad read in 3) must not log a failure and a recovery every few
+                # cycles: it "reads again" only after a quiet summary period without failures.
+                and now - self._read_failed_at.get(dev_id, now) >= READ_LOG_SUMMARY
+            ):
                 state.ok("reads again")
         if result.readings and log.isEnabledFor(logging.DEBUG):
             shown = ", ".join(
