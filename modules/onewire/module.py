@@ -461,7 +461,8 @@ class OneWire(Module):
         """Scan servers that need it, set pending outputs, poll alarms when due, read the due
         properties of every located device, store accepted values and alarms.
 
-        Returns the cycle's result. Blocks for the conversion time when a due property is a
+        Returns the cycle's result (``round_trips``: every request of the cycle, scans, outputs and
+        alarm polls included). Blocks for the conversion time when a due property is a
         simultaneously converted temperature (ends early on stop). Never raises for backend
         outages; a storage failure raises.
         """
@@ -469,11 +470,13 @@ class OneWire(Module):
         alarm_events: list[Event] = []
         issued: list[tuple[str, PropertySpec]] = []
         unavailable: dict[str, str] = {}
+        sessions: list[Session] = []
         with ExitStack() as stack:
             jobs: list[tuple[Session, list[ReadTarget]]] = []
             for server in self.servers:
                 try:
                     session = stack.enter_context(self._session(server))
+                    sessions.append(session)
                     with self._state_lock:
                         needs_scan = server.address in self._needs_scan
                     if needs_scan:
@@ -496,6 +499,7 @@ class OneWire(Module):
                     issued.extend((t.device_id, p) for t in targets for p in t.properties)
             result = self.reader.read(jobs)
         result.unavailable = {**unavailable, **result.unavailable}
+        result.round_trips = sum(s.round_trips for s in sessions)
         if not result.interrupted:
             for dev_id, spec in issued:
                 every = self.settings.interval_for(dev_id, spec.name, *spec.channels)
