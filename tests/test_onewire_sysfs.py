@@ -114,3 +114,15 @@ def test_tempres_is_written_and_confirmed_through_sysfs(tmp_path: Path) -> None:
         assert (device / "resolution").read_text() == "10\n"
     finally:
         module.close_storage()
+
+
+def test_cli_scan_lists_the_kernel_bus(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from uun_gateway.cli import main
+
+    sysfs = FakeSysfs(tmp_path / "w1")
+    sysfs.master(1, [NEW])
+    sysfs.therm(NEW, 21500)
+    assert main(["onewire", "scan", "--sysfs", str(sysfs.root), "--conversion-delay", "0"]) == 0
+    out = capsys.readouterr().out
+    assert f"kernel 1-wire bus {sysfs.root}: 1 device(s) on 1 bus path(s)" in out
+    assert "28.12BC5A070000  28     DS18B20    /w1_bus_master1/" in out and "temperature=21.5 °C" in out
