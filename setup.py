@@ -49,8 +49,13 @@ setup(
             "heartbeat = uun_gateway.modules.heartbeat:Heartbeat",
             "upload = uun_gateway.modules.upload:Upload",
             "config = uun_gateway.modules.remoteconfig:RemoteConfig",
+            "socket = uun_gateway.modules.commandsocket:CommandSocket",
             "onewire = uun_gateway.modules.onewire.module:OneWire",
             "unisenza = uun_gateway.modules.unisenza.module:Unisenza",
+        ],
+        "uun_gateway.commands": [
+            "onewire = uun_gateway.modules.onewire.cli:register",
+            "unisenza = uun_gateway.modules.unisenza.cli:register",
         ],
     },
 )

@@ -71,7 +71,7 @@ class RemoteConfig(Module):
                 self.logger.warning("remote configuration needs uuApp and uuApp.uuCmdList.gatewayGetConfiguration")
             return
         fetched = self._fetch(uucmd)
-        if fetched is None or self.gateway.stopev.is_set():
+        if fetched is None or self.stop_event.is_set():
             return  # an answer that comes after stop() began is not applied to a stopped gateway
         fingerprint = json.dumps(fetched, sort_keys=True, default=str)
         if fingerprint == self._rejected:

@@ -142,7 +142,7 @@ class Upload(Module):
         return next((m for m in modules if getattr(m, "id", None) == source), None)
 
     def _running(self) -> bool:
-        return self.gateway is None or not self.gateway.stopev.is_set()
+        return not self.stop_event.is_set()
 
     # -- delivery --------------------------------------------------------------------------------
 

@@ -152,7 +152,7 @@ def test_tick_without_period_is_a_load_error() -> None:
             pass
 
     with pytest.raises(ConfigError, match=r"gateway\.moduleTimers\.noPeriod: .*\(.tick., .read.\) but no period"):
-        Gateway({"gateway": {"noPeriod": {}}}, lambda c, u: NoPeriod(c["gateway"]))
+        Gateway({"gateway": {"noPeriod": {}}}, lambda c, u: NoPeriod(c["gateway"]), strict=True)
 
 
 def test_timer_id_without_handler_suggests_nearest() -> None:
@@ -167,7 +167,7 @@ def test_timer_id_without_handler_suggests_nearest() -> None:
 
 def test_unknown_module_id_suggests_nearest() -> None:
     with pytest.raises(ConfigError, match=r'gateway\.moduleTimers\.frist: .*did you mean "first"'):
-        Gateway({"gateway": {"moduleTimers": {"frist": 1}}}, lambda c, u: First(c["gateway"], []))
+        Gateway({"gateway": {"moduleTimers": {"frist": 1}}}, lambda c, u: First(c["gateway"], []), strict=True)
 
 
 def test_constructor_failure_names_the_module() -> None:

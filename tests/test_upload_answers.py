@@ -77,7 +77,7 @@ def test_a_tick_sends_nothing_more_once_the_gateway_stops(fake: FakeUuApp, tmp_p
         other.storage.append({"n": 1})
 
         def stop_on_first(dto: Any) -> tuple[int, Any]:
-            gateway.stopev.set()  # stop() begins while this request is in flight
+            gateway.stopping.set()  # stop() begins while this request is in flight
             return 200, {"accepted": [item["id"] for item in dto["data"]]}
 
         fake.upload_handler = stop_on_first

@@ -5,27 +5,45 @@ The public API::
     from uun_gateway import Gateway, Module, on, Storage, RepeatTimer, UuAppClient, UuCmdSession
 """
 
+from typing import Any
+
+from .compat import install as _install_legacy_paths
 from .config import load_config
+from .config import validate as validate_config
 from .errors import ConfigApplyError, ConfigError, ModuleLoadError, StorageError, UnsupportedEvent, UunGatewayError
 from .events import on
 from .files import atomic_write
 from .gateway import Gateway
+from .host import ModuleHost
 from .module import Module, ModuleStats, module_id_from_str
 from .outage import Backoff, Deadline, StateLog, describe_failure, safe_text
+from .plugins import Commands
 from .storage import Entry, Storage
 from .timers import RepeatTimer
 from .timestamps import iso_utc, parse_iso
 from .uuapp import TokenCommandError, TokenError, UuAppClient, UuCmdSession
 from .version import __version__
 
+_install_legacy_paths()
+
+
+def __getattr__(name: str) -> Any:
+    # uun-iot's top-level names (EvTick, ConfigScopeEnum, utils, ...), imported only when asked for.
+    from .compat import legacy_attribute
+
+    return legacy_attribute(__name__, name)
+
+
 __all__ = [
     "Backoff",
+    "Commands",
     "ConfigApplyError",
     "ConfigError",
     "Deadline",
     "Entry",
     "Gateway",
     "Module",
+    "ModuleHost",
     "ModuleLoadError",
     "ModuleStats",
     "RepeatTimer",
@@ -47,4 +65,5 @@ __all__ = [
     "on",
     "parse_iso",
     "safe_text",
+    "validate_config",
 ]

@@ -4,27 +4,21 @@ from __future__ import annotations
 
 import argparse
 import faulthandler
-import json
 import logging
 import os
 import signal
-import sqlite3
 import sys
-import threading
 from collections.abc import Sequence
-from datetime import UTC, datetime
-from pathlib import Path
 from typing import Any
 
-from .errors import ConfigError, ModuleLoadError, StorageError, UunGatewayError
+from .errors import EX_CONFIG, EX_SOFTWARE, ConfigError, ModuleLoadError, UunGatewayError
 from .gateway import Gateway
-from .plugins import available_module_ids, load_module_class
-from .storage import Storage
+from .plugins import Commands, command_entry_points, load_command
+from .signals import STOP_SIGNALS, StopRequest, signal_name
+from .storage import storage_command
 from .systemd import JournalFormatter
 from .version import __version__
 
-EX_CONFIG = 78  # sysexits.h: the unit's RestartPreventExitStatus
-EX_SOFTWARE = 70
 logger = logging.getLogger("uun_gateway.cli")
 
 
@@ -47,10 +41,10 @@ def _print_config_errors(exc: ConfigError) -> None:
         print(f"  {error}", file=sys.stderr)
 
 
-def _load_gateway(path: str) -> Gateway | int:
+def _load_gateway(path: str, strict: bool = True) -> Gateway | int:
     """The gateway of the config file ``path``, or the exit code after saying why it cannot load."""
     try:
-        return Gateway(path)
+        return Gateway(path, strict=strict)
     except ConfigError as exc:
         _print_config_errors(exc)
         return EX_CONFIG
@@ -60,11 +54,19 @@ def _load_gateway(path: str) -> Gateway | int:
 
 
 def cmd_check_config(args: argparse.Namespace) -> int:
-    gateway = _load_gateway(args.file)
+    gateway = _load_gateway(args.file, strict=args.strict)
     if isinstance(gateway, int):
         return gateway
     timers = ", ".join(f"{t.name} every {t.period:g}s" for t in gateway.timers.values()) or "none"
     print(f"{args.file}: OK; modules: {', '.join(m.id for m in gateway.modules) or 'none'}; timers: {timers}")
+    if gateway.config_warnings:
+        print(
+            f"{args.file}: {len(gateway.config_warnings)} warning(s), fine for an application that brings its own "
+            "modules; `uun-gateway run` refuses them (check with --strict):",
+            file=sys.stderr,
+        )
+        for warning in gateway.config_warnings:
+            print(f"  {warning}", file=sys.stderr)
     return 0
 
 
@@ -77,93 +79,30 @@ def cmd_run(args: argparse.Namespace) -> int:
         return gateway
     from .systemd import SystemdNotifier
 
-    stop_requested = threading.Event()
-    exit_code = 0
+    stop = StopRequest()
 
     def on_signal(sig: int, frame: Any) -> None:
-        nonlocal exit_code
-        if stop_requested.is_set():
-            logger.warning("%s received while stopping; already stopping", signal.Signals(sig).name)
-            return
-        logger.info("%s received, stopping", signal.Signals(sig).name)
-        exit_code = 1 if sig == signal.SIGUSR1 else 0
-        stop_requested.set()
+        if stop.receive(sig):
+            logger.info("%s received, stopping", signal_name(sig))
+        else:
+            logger.warning("%s received while stopping; already stopping", signal_name(sig))
 
-    for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGUSR1, signal.SIGUSR2):
+    for sig in STOP_SIGNALS:
         signal.signal(sig, on_signal)
     notifier = SystemdNotifier.from_env(gateway)
     try:
         gateway.start()
         notifier.ready()
-        stop_requested.wait()
+        stop.requested.wait()
     finally:
         notifier.stopping()
         gateway.stop()
         notifier.close()
-    return exit_code
+    return stop.exit_code
 
 
 def cmd_storage(args: argparse.Namespace) -> int:
-    path = Path(args.path)
-    if not path.exists():
-        print(f"{path}: no such storage file", file=sys.stderr)
-        return 1
-    try:
-        with open(path, "rb") as f:
-            head = f.read(16)
-    except OSError as exc:
-        print(f"{path}: cannot read the storage file: {exc.strerror or exc}", file=sys.stderr)
-        return 1
-    if head != b"SQLite format 3\x00":
-        print(
-            f"{path}: not a uun-gateway storage (a uun-iot JSON backup is imported when its module opens it)",
-            file=sys.stderr,
-        )
-        return 1
-    if not (os.access(path, os.W_OK) and os.access(path.parent, os.W_OK)):
-        # SQLite needs both for its WAL; without them the open fails and would look like damage
-        print(f"{path}: cannot open the storage: no write access to the file or its directory", file=sys.stderr)
-        return 1
-    if not _is_uun_gateway_store(path):
-        print(f"{path}: an SQLite database, but not a uun-gateway storage (no entries/meta tables)", file=sys.stderr)
-        return 1
-    try:
-        storage = Storage(path.stem, path)
-    except (OSError, sqlite3.Error, StorageError) as exc:
-        print(f"{path}: cannot open the storage: {exc}", file=sys.stderr)
-        return 1
-    try:
-        entries = storage.oldest(args.show)
-        print(f"{path}: {len(storage)} entries (store uid {storage.uid})")
-        for entry in entries:
-            when = datetime.fromtimestamp(entry.created, UTC).isoformat(timespec="seconds")
-            data = (
-                f"<{len(entry.data)} bytes>"
-                if isinstance(entry.data, bytes)
-                else json.dumps(entry.data, ensure_ascii=False)
-            )
-            print(f"  #{entry.id}  {when}  {data[:200]}")
-        if storage.quarantined:
-            print(f"warning: the file was damaged and was moved aside to {storage.quarantined}", file=sys.stderr)
-            return 1
-    finally:
-        storage.close()
-    return 0
-
-
-def _is_uun_gateway_store(path: Path) -> bool:
-    """False for another program's SQLite database (opening it as a storage would add our tables
-    to it); True for a storage, and for a damaged file, which opening moves aside with a warning."""
-    try:
-        probe = sqlite3.connect(f"{path.resolve().as_uri()}?mode=ro", uri=True)
-        try:
-            tables = {row[0] for row in probe.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
-            columns = {row[1] for row in probe.execute("PRAGMA table_info(entries)")}
-        finally:
-            probe.close()
-    except sqlite3.DatabaseError:
-        return True
-    return {"entries", "meta"} <= tables and {"id", "created", "kind", "payload"} <= columns
+    return storage_command(args.path, args.file, show=args.show, output=args.output)
 
 
 def _count(text: str) -> int:
@@ -191,18 +130,33 @@ def build_parser() -> argparse.ArgumentParser:
 
     check = sub.add_parser("check-config", help="validate a config file; exit 0 if valid, 78 with every error if not")
     check.add_argument("file")
+    check.add_argument(
+        "--strict",
+        action="store_true",
+        help="refuse, as `uun-gateway run` does, what an application bringing its own modules may leave to them "
+        "(unknown module ids and top-level keys, non-object gateway values, ticks without a period)",
+    )
     check.set_defaults(func=cmd_check_config)
 
-    storage = sub.add_parser("storage", help="show a module storage file: entry count and the oldest entries")
-    storage.add_argument("path", help="the storage file (e.g. storage/onewire.sqlite)")
+    storage = sub.add_parser(
+        "storage",
+        help="show a module storage file (entry count, oldest entries), or 'export FILE' it as a uun-iot JSON backup",
+    )
+    storage.add_argument("path", help="the storage file (e.g. storage/onewire.sqlite), or 'export'")
+    storage.add_argument("file", nargs="?", help="with 'export': the storage file to export")
     storage.add_argument("--show", type=_count, default=10, metavar="N", help="how many of the oldest entries (10)")
+    storage.add_argument("-o", "--output", metavar="OUT", help="with 'export': write OUT (0600) instead of stdout")
     storage.set_defaults(func=cmd_storage)
 
-    for module_id in available_module_ids():
-        try:
-            load_module_class(module_id).register_cli(sub)
-        except (ModuleLoadError, AttributeError):
+    commands = Commands(sub)
+    for entry_point in command_entry_points().values():
+        register = load_command(entry_point)
+        if register is None:
             continue
+        try:
+            register(commands)
+        except Exception as exc:
+            logger.warning("command %r (%s) failed to register: %s", entry_point.name, entry_point.value, exc)
     return parser
 
 

@@ -105,6 +105,21 @@ def compose_schema(
     }
 
 
+def lenient_schema(schema: Mapping[str, Any]) -> dict[str, Any]:
+    """``schema`` (from :func:`compose_schema`) relaxed where a config is an application's business:
+    any top-level key, any value under ``gateway`` that is no known module's section, and a
+    ``uuThing`` without ``uuIdentity``. Returns a new schema; ``schema`` is not changed."""
+    relaxed = copy.deepcopy(dict(schema))
+    relaxed["additionalProperties"] = True
+    properties = relaxed.get("properties", {})
+    if "gateway" in properties:
+        properties["gateway"]["additionalProperties"] = True
+    thing = properties.get("uuThing")
+    if isinstance(thing, dict) and "uuIdentity" in thing.get("required", ()):
+        thing["required"] = [key for key in thing["required"] if key != "uuIdentity"]
+    return relaxed
+
+
 def json_path(parts: Iterable[Any]) -> str:
     """``["gateway", "moduleTimers", 0]`` -> ``gateway.moduleTimers[0]``; the root is ``(root)``."""
     text = ""
@@ -277,6 +292,21 @@ def saved_update_path(config_path: Path) -> Path:
     """
     state = os.environ.get("STATE_DIRECTORY")
     return Path(state.split(":")[0]) / "remote-config.json" if state else config_path
+
+
+def read_saved_update(path: Path) -> dict[str, Any]:
+    """The ``gateway`` section of a remote update saved at ``path`` (see :func:`saved_update_path`).
+    Raises :class:`ConfigError` naming the file when it cannot be read or has no such section."""
+    saved = load_config(path)
+    if not isinstance(saved.get("gateway"), dict):
+        raise ConfigError(["gateway: expected an object"], str(path))
+    return dict(saved["gateway"])
+
+
+def save_update(target: Path, config_path: Path | None, config: Mapping[str, Any]) -> None:
+    """Persist an applied remote update atomically: the whole ``config`` over the config file when
+    ``target`` is it, else only its ``gateway`` section (the saved update). Raises :class:`OSError`."""
+    save_config_atomically(target, config if target == config_path else {"gateway": config["gateway"]})
 
 
 def save_config_atomically(path: str | os.PathLike[str], config: Mapping[str, Any]) -> None:

@@ -27,7 +27,11 @@ class ConfigApplyError(ConfigError):
     """
 
 
-class UnsupportedEvent(UunGatewayError, ValueError):
+class EventError(UunGatewayError):
+    """Event handlers were declared or registered wrongly."""
+
+
+class UnsupportedEvent(EventError, ValueError):
     """``@on`` was given an event it does not know, or arguments that event does not take."""
 
 

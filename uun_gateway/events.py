@@ -9,13 +9,25 @@ from typing import Any, TypeVar
 
 from .errors import UnsupportedEvent
 
-EVENTS = ("tick", "start", "stop", "update")
+EVENTS = ("tick", "start", "stop", "update", "command")
 _MARK = "__uun_gateway_events__"
+_RUNTIME = "__uun_gateway_runtime_handlers__"
+_SUBMODULE = "__uun_gateway_submodule__"
+_MAX_SUBMODULE_DEPTH = 5
 
 F = TypeVar("F", bound=Callable[..., Any])
+T = TypeVar("T")
 
 
-def on(event: str, timer_id: str | None = None) -> Callable[[F], F]:
+@dataclass(frozen=True)
+class _Mark:
+    event: str
+    name: str | None
+    blocking: bool
+    with_config: bool
+
+
+def on(event: str, name: str | None = None, *, blocking: bool = False, with_config: bool = False) -> Callable[[F], F]:
     """Mark a method as the handler of ``event``.
 
     Handler signatures (``self`` is the module instance):
@@ -23,55 +35,134 @@ def on(event: str, timer_id: str | None = None) -> Callable[[F], F]:
     - ``@on("tick")`` / ``@on("tick", "timerId")``: ``handler(self)``, run by the module's repeat timer
       whose period is ``gateway.moduleTimers.<moduleId>`` (a number) or ``...<moduleId>.<timerId>``;
     - ``@on("start")``: ``handler(self, evs)`` with ``evs = (runev, stopev)``, run in a thread of its
-      own when the gateway starts; it may loop while ``runev.is_set()``;
+      own when the gateway starts; it may loop while ``runev.is_set()``. With ``blocking=True``
+      :meth:`Gateway.start` waits until it returns;
     - ``@on("stop")``: ``handler(self)``, run when the gateway stops, in reverse module order;
-    - ``@on("update")``: ``handler(self)``, run after a configuration update was applied.
+    - ``@on("update")``: ``handler(self)``, run after a configuration update was applied; with
+      ``with_config=True`` ``handler(self, gateway_section)`` gets the new ``gateway`` section;
+    - ``@on("command", "name")``: ``handler(self, (name, argument))`` answers the command ``name``
+      sent to the gateway's command socket (``gateway.socket.path``); it returns a text or None.
 
-    A method may carry several ``@on`` marks. Raises :class:`UnsupportedEvent` at class definition for
-    an unknown event, or a timer id on an event other than ``tick``.
+    A method may carry several ``@on`` marks. ``on`` may also be applied at run time to a bound
+    method (``on("stop")(self.save)``): the handler then belongs to that instance only. Raises
+    :class:`UnsupportedEvent` at once for an unknown event or arguments the event does not take.
     """
     if event not in EVENTS:
         raise UnsupportedEvent(f"@on({event!r}): unknown event; expected one of {', '.join(EVENTS)}")
-    if timer_id is not None and (event != "tick" or not isinstance(timer_id, str) or not timer_id):
-        raise UnsupportedEvent(f"@on({event!r}, {timer_id!r}): only 'tick' takes a timer id (a non-empty string)")
+    if event in ("tick", "command"):
+        if name is not None and (not isinstance(name, str) or not name):
+            raise UnsupportedEvent(f"@on({event!r}, {name!r}): the name must be a non-empty string")
+        if event == "command" and name is None:
+            raise UnsupportedEvent("@on('command') needs the command's name: @on('command', 'name')")
+    elif name is not None:
+        raise UnsupportedEvent(f"@on({event!r}, {name!r}): only 'tick' takes a timer id and 'command' a name")
+    if blocking and event != "start":
+        raise UnsupportedEvent(f"@on({event!r}, blocking=True): only 'start' handlers can block")
+    if with_config and event != "update":
+        raise UnsupportedEvent(f"@on({event!r}, with_config=True): only 'update' handlers take the config")
+    new = _Mark(event, name, blocking, with_config)
 
     def mark(func: F) -> F:
         if not callable(func):
             raise UnsupportedEvent(f"@on({event!r}) must decorate a function, not {func!r}")
-        marks = list(getattr(func, _MARK, ()))
-        marks.append((event, timer_id))
-        setattr(func, _MARK, tuple(marks))
+        owner = getattr(func, "__self__", None)
+        if inspect.ismethod(func) and owner is not None and not inspect.isclass(owner):
+            _mark_runtime(owner, func, new)
+            return func
+        target = func.__func__ if isinstance(func, (staticmethod, classmethod)) else func
+        setattr(target, _MARK, (*getattr(target, _MARK, ()), new))
         return func
 
     return mark
 
 
+def _mark_runtime(owner: object, method: Callable[..., Any], mark: _Mark) -> None:
+    """Record a handler marked on a bound method, on the instance it is bound to."""
+    try:
+        registry: list[tuple[_Mark, Callable[..., Any]]] = owner.__dict__.setdefault(_RUNTIME, [])
+    except AttributeError:
+        raise UnsupportedEvent(
+            f"on({mark.event!r}) was applied to a method of {type(owner).__name__}, whose instances have no "
+            "__dict__; decorate the method in the class instead"
+        ) from None
+    registry.append((mark, method))
+
+
+def submodule(obj: T) -> T:
+    """Mark ``obj`` (an attribute of a module) as a part whose handlers are the module's own: its
+    ``@on`` handlers are found with the module's and run under the module's id. Returns ``obj``."""
+    setattr(obj, _SUBMODULE, True)
+    return obj
+
+
 @dataclass(frozen=True)
 class Handler:
-    """One event handler bound to its module instance."""
+    """One event handler bound to its module instance.
+
+    ``timer_id`` is a tick's timer id, ``command`` a command's name; ``blocking`` (start) and
+    ``with_config`` (update) are as given to :func:`on`.
+    """
 
     event: str
     timer_id: str | None
     func: Callable[..., Any]
     name: str
+    command: str | None = None
+    blocking: bool = False
+    with_config: bool = False
 
 
-def find_handlers(obj: object) -> list[Handler]:
-    """Return ``obj``'s ``@on`` handlers in class definition order (base classes first).
+def _handler(mark: _Mark, func: Callable[..., Any], name: str) -> Handler:
+    return Handler(
+        mark.event,
+        mark.name if mark.event == "tick" else None,
+        func,
+        name,
+        command=mark.name if mark.event == "command" else None,
+        blocking=mark.blocking,
+        with_config=mark.with_config,
+    )
 
-    Only class attributes are inspected, so properties are never evaluated; an override in a subclass
-    replaces the base class's handler of the same name.
+
+def find_handlers(obj: object, _depth: int = 0) -> list[Handler]:
+    """Return ``obj``'s handlers: its class's ``@on`` methods in definition order (base classes first),
+    then those marked at run time on the instance, then those of its :func:`submodule` parts.
+
+    Class attributes are inspected without evaluating properties; an override in a subclass replaces
+    the base class's handler of the same name. Raises :class:`UnsupportedEvent` for parts nested
+    deeper than five levels (a cycle).
     """
-    found: dict[str, tuple[tuple[str, str | None], ...]] = {}
+    found: dict[str, tuple[_Mark, ...]] = {}
     for cls in reversed(type(obj).__mro__):
-        for name, attr in vars(cls).items():
+        for attr_name, attr in vars(cls).items():
             func = attr.__func__ if isinstance(attr, (staticmethod, classmethod)) else attr
             if inspect.isfunction(func) and hasattr(func, _MARK):
-                found[name] = getattr(func, _MARK)
-            elif name in found:
-                del found[name]
-    return [
-        Handler(event, timer_id, getattr(obj, name), f"{type(obj).__name__}.{name}")
-        for name, marks in found.items()
-        for event, timer_id in marks
+                found[attr_name] = getattr(func, _MARK)
+            elif attr_name in found:
+                del found[attr_name]
+    owner = type(obj).__name__
+    handlers = [
+        _handler(mark, getattr(obj, attr_name), f"{owner}.{attr_name}")
+        for attr_name, marks in found.items()
+        for mark in marks
     ]
+    attrs: dict[str, Any] = getattr(obj, "__dict__", {})
+    for mark, method in attrs.get(_RUNTIME, ()):
+        handlers.append(_handler(mark, method, f"{owner}.{getattr(method, '__name__', 'handler')}"))
+    for attr_name, value in list(attrs.items()):
+        if attr_name == _RUNTIME or isinstance(value, type):
+            continue
+        if callable(value) and not inspect.ismethod(value) and hasattr(value, _MARK):
+            handlers.extend(_handler(mark, value, f"{owner}.{attr_name}") for mark in getattr(value, _MARK))
+        elif getattr(value, _SUBMODULE, False) is True:
+            if _depth >= _MAX_SUBMODULE_DEPTH:
+                raise UnsupportedEvent(f"{owner}.{attr_name}: parts nested too deep (a cycle of submodules?)")
+            handlers.extend(find_handlers(value, _depth + 1))
+    return handlers
+
+
+def __getattr__(name: str) -> Any:
+    # uun-iot's names (EvTick, EvStart, ...) live in uun_gateway.compat, imported only when asked for.
+    from .compat import legacy_attribute
+
+    return legacy_attribute(__name__, name)

@@ -2,43 +2,30 @@
 
 from __future__ import annotations
 
+import enum
 import logging
 import threading
 import time
 from collections.abc import Callable, Mapping
-from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar
 
 from .config import validate_section
-from .errors import ConfigError
-from .storage import Storage
+from .errors import ConfigError, StorageError
+from .storage import Storage, storage_location
 
 if TYPE_CHECKING:
-    import argparse
-
-    from .gateway import Gateway
+    from .host import ModuleHost
     from .uuapp import UuAppClient
 
 logger = logging.getLogger(__name__)
 
 _MISSING: Any = object()
-DEFAULT_STORAGE_DIR = "storage"
+_SCOPES = ("module", "gateway", "based")
 
 
 def module_id_from_str(name: str) -> str:
     """uun-iot's module id rule: the first letter lowercased (``WeatherConditions`` -> ``weatherConditions``)."""
     return name[:1].lower() + name[1:]
-
-
-def storage_location(gateway: Mapping[str, Any], module_id: str) -> tuple[Path, int]:
-    """The storage file and entry limit of module ``module_id`` under the ``gateway`` section:
-    ``moduleBackupStorage.<id>`` (a path or ``{"path", "limit"}``), else ``<storageDir>/<id>.sqlite``."""
-    setting = gateway.get("moduleBackupStorage", {}).get(module_id)
-    if isinstance(setting, Mapping):
-        return Path(setting["path"]), int(setting.get("limit", 0))
-    if setting is None:
-        return Path(gateway.get("storageDir", DEFAULT_STORAGE_DIR)) / f"{module_id}.sqlite", 0
-    return Path(setting), 0
 
 
 class ModuleStats:
@@ -50,6 +37,7 @@ class ModuleStats:
         self.send_failures = 0
         self.last_send_ok: float | None = None
         self.last_error: str | None = None
+        self.problem: str | None = None
 
     def record_handler_error(self, description: str) -> None:
         with self._lock:
@@ -64,6 +52,16 @@ class ModuleStats:
                 self.send_failures += 1
                 if error:
                     self.last_error = error
+
+    def report_problem(self, description: str) -> None:
+        """Declare the module unhealthy until :meth:`clear_problem`: the gateway's health shows it
+        and its ``stalled()`` lists it, so a supervising watchdog restarts the service."""
+        with self._lock:
+            self.problem = description
+
+    def clear_problem(self) -> None:
+        with self._lock:
+            self.problem = None
 
 
 class Module:
@@ -80,9 +78,14 @@ class Module:
     - ``timer_defaults``: default periods of its tick timers (key ``None`` for a plain ``@on("tick")``),
       used when ``gateway.moduleTimers.<id>`` does not name them.
 
-    Set by the gateway that loads the module: ``gateway`` (None outside a gateway). ``stats`` holds
-    the module's counters. Constructing a module does no I/O (the storage is opened on first use);
-    it raises :class:`ConfigError` when its section does not match ``config_schema``.
+    Set by the host that loads the module (:meth:`attach`): ``gateway``, a
+    :class:`~uun_gateway.host.ModuleHost` (None outside a gateway). ``stats`` holds the module's
+    counters. Constructing a module does no I/O (the storage is opened on first use); it raises
+    :class:`ConfigError` when its section does not match ``config_schema``.
+
+    Plugin command-line commands are registered apart from the class (entry-point group
+    ``uun_gateway.commands``, see :class:`~uun_gateway.plugins.Commands`), so that running the
+    gateway never imports them.
     """
 
     id: ClassVar[str] = "module"
@@ -94,40 +97,100 @@ class Module:
         if "id" not in cls.__dict__:
             cls.id = module_id_from_str(cls.__name__)
 
-    def __init__(self, config: Mapping[str, Any] | None = None, uuclient: UuAppClient | None = None) -> None:
+    def __init__(
+        self,
+        config: Mapping[str, Any] | None = None,
+        uuclient: UuAppClient | Callable[..., Any] | None = None,
+        *,
+        uucmd: Callable[..., Any] | None = None,
+        storage: Storage | bool = True,
+    ) -> None:
         self._config: Mapping[str, Any] = config if config is not None else {}
         if self.config_schema is not None and self.id in self._config:
             errors = validate_section(self.id, self._config[self.id], self.config_schema)
             if errors:
                 raise ConfigError(errors)
-        self.uuclient = uuclient
-        self.gateway: Gateway | None = None
+        if uuclient is not None and not hasattr(uuclient, "post") and callable(uuclient):
+            uucmd, uuclient = uucmd or uuclient, None  # uun-iot 0.10's Module(config, uucmd)
+        self._uucmd = uucmd
+        self._config_manager_base: str | None = None
+        self.uuclient: UuAppClient | None = uuclient  # type: ignore[assignment]
+        self.gateway: ModuleHost | None = None
         self.stats = ModuleStats()
+        self._own_stop = threading.Event()
         self.logger = logging.getLogger(f"uun_gateway.module.{self.id}")
         self._storage_lock = threading.Lock()
-        self._storage_obj: Storage | None = None
+        self._storage_enabled = storage is not False
+        self._storage_obj: Storage | None = storage if isinstance(storage, Storage) else None
+        self._storage_given = isinstance(storage, Storage)
 
-    @classmethod
-    def register_cli(cls, subparsers: argparse._SubParsersAction[Any]) -> None:
-        """Add the module's own ``uun-gateway <subcommand>``; the default adds none."""
+    # -- the host's side ----------------------------------------------------------------------
+
+    def attach(self, host: ModuleHost) -> None:
+        """Called once by the host that loads this module, before it starts."""
+        self.gateway = host
+
+    @property
+    def stop_event(self) -> threading.Event:
+        """Set when the module must stop: the host's ``stopping`` under a host, else an event of its
+        own that :meth:`request_stop` sets. A long tick handler waits on it instead of sleeping."""
+        return self.gateway.stopping if self.gateway is not None else self._own_stop
+
+    def request_stop(self) -> None:
+        """Set :attr:`stop_event` of a module running without a host (under one, the host's stop does)."""
+        self._own_stop.set()
+
+    def replace_config(self, gateway_section: Mapping[str, Any]) -> None:
+        """Use ``gateway_section`` from now on (the host calls it before the ``@on("update")`` handlers
+        run); an already opened storage stays where it is until it is closed."""
+        self._config = gateway_section
+
+    def stored_count(self) -> int | None:
+        """Entries in this module's storage, or None when the storage was never opened (or is closed):
+        asking never opens a storage."""
+        with self._storage_lock:
+            opened = self._storage_obj
+        return len(opened) if opened is not None and not opened.closed else None
 
     # -- configuration ---------------------------------------------------------------------------
 
-    def _c(self, key: str, default: Any = _MISSING, *, scope: str = "module") -> Any:
-        """Read ``gateway.<id>.<key>`` (``scope="gateway"``: ``gateway.<key>``); ``key`` is split on ``/``.
+    def _c(
+        self, key: str | None = None, default: Any = _MISSING, *, scope: str = "based", must_exist: bool = True
+    ) -> Any:
+        """Read ``gateway.<id>.<key>``; ``key`` is split on ``/``, and no key means the whole section.
+
+        ``scope``: ``"module"`` reads ``gateway.<id>``, ``"gateway"`` the ``gateway`` section itself,
+        and the default ``"based"`` reads ``gateway.<base>`` where the base is the id unless
+        :meth:`_set_config_manager_base` set another (as in uun-iot).
 
         Returns ``default`` when a part of the path is missing; without a default raises ``KeyError``
-        naming the full path.
+        naming the full path, or returns None when ``must_exist`` is False. uun-iot's positional
+        scope (``self._c("a", ConfigScopeEnum.GATEWAY)``) is understood too.
         """
-        node: Any = self._config if scope == "gateway" else self._config.get(self.id, {})
-        base = "gateway" if scope == "gateway" else f"gateway.{self.id}"
-        for part in key.split("/"):
+        if isinstance(default, enum.Enum) and default.value in _SCOPES:
+            scope, default = default.value, _MISSING
+        scope = scope.value if isinstance(scope, enum.Enum) else scope
+        if scope not in _SCOPES:
+            raise ValueError(f"module {self.id}: unknown config scope {scope!r}; expected one of {', '.join(_SCOPES)}")
+        section = None if scope == "gateway" else (self._config_manager_base if scope == "based" else None) or self.id
+        node: Any = self._config
+        path = ["gateway"]
+        for part in ([section] if section else []) + (key.split("/") if key else []):
+            path.append(part)
             if not isinstance(node, Mapping) or part not in node:
-                if default is _MISSING:
-                    raise KeyError(f"{base}.{key.replace('/', '.')} is not configured")
-                return default
+                if default is not _MISSING:
+                    return default
+                if not must_exist:
+                    return None
+                raise KeyError(f"{'.'.join(path)} is not configured")
             node = node[part]
         return node
+
+    _config_manager = _c
+
+    def _set_config_manager_base(self, base: str | None) -> None:
+        """Make ``scope="based"`` reads of :meth:`_c` look under ``gateway.<base>`` (None: the id)."""
+        self._config_manager_base = base
 
     # -- storage ---------------------------------------------------------------------------------
 
@@ -136,9 +199,17 @@ class Module:
         """This module's :class:`Storage`, from ``gateway.moduleBackupStorage.<id>`` (a path or
         ``{"path", "limit"}``), else ``<gateway.storageDir>/<id>.sqlite``. Opened on first use."""
         with self._storage_lock:
-            if self._storage_obj is None or self._storage_obj.closed:
+            if not self._storage_enabled:
+                raise StorageError(f"module {self.id} was created with storage=False; it has no storage")
+            if self._storage_obj is None or (self._storage_obj.closed and not self._storage_given):
                 self._storage_obj = Storage(self.id, *storage_location(self._config, self.id))
             return self._storage_obj
+
+    @property
+    def has_storage(self) -> bool:
+        """Whether the module keeps a storage at its configured location (False when it was
+        constructed with ``storage=False`` or given a :class:`Storage` of its own)."""
+        return self._storage_enabled and not self._storage_given
 
     @property
     def _storage(self) -> Storage:
@@ -169,9 +240,11 @@ class Module:
         Returns True when everything sent was accepted. A crash at any point loses nothing: entries
         are deleted only after the usecase accepted them (so an entry may be sent twice, never lost).
         """
-        usecase = usecase or getattr(self, "_uucmd", None)
+        usecase = usecase or self._uucmd
         if usecase is None:
-            raise TypeError(f"module {self.id}: _send_storage needs a usecase function")
+            raise TypeError(f"module {self.id}: _send_storage needs a usecase function (or uucmd= at construction)")
+        if not self._storage_enabled:
+            return True
         storage = self.storage
         while not (stop is not None and stop.is_set()):
             entries = storage.oldest(batch_size)
@@ -214,6 +287,15 @@ class Module:
                 return False
             self.stats.record_send(True)
         return True
+
+    def _send_data(self, data: Any, usecase: Callable[[Any], Any] | None = None) -> Any:
+        """Send ``data`` now with ``usecase`` (default: ``uucmd``), bypassing the storage; returns what
+        the usecase returns. Raises :class:`TypeError` when there is no usecase, and whatever the
+        usecase raises."""
+        usecase = usecase or self._uucmd
+        if usecase is None:
+            raise TypeError(f"module {self.id}: _send_data needs a usecase function (or uucmd= at construction)")
+        return usecase(data)
 
 
 def _match_failed(batch: list[Any], failed: list[Any]) -> set[int] | None:

@@ -7,7 +7,9 @@ import argparse
 import math
 import sys
 from contextlib import AbstractContextManager
-from typing import Any, TextIO
+from typing import TextIO
+
+from uun_gateway import Commands
 
 from .connection import OwServer, OwSession, ServerAddress, ServerUnavailable
 from .errors import PathError
@@ -21,9 +23,9 @@ EXIT_FAILED = 1
 EXIT_UNREACHABLE = 2
 
 
-def register(subparsers: argparse._SubParsersAction[Any]) -> None:
-    """Add the ``onewire`` command group with its ``scan`` subcommand."""
-    group = subparsers.add_parser("onewire", help="1-wire sensors through owserver")
+def register(commands: Commands) -> None:
+    """Add the ``onewire`` command group with its ``scan`` and ``set`` subcommands."""
+    group = commands.add("onewire", help="1-wire sensors through owserver or the kernel w1 bus")
     sub = group.add_subparsers(dest="onewire_command", metavar="SUBCOMMAND", required=True)
     scan_cmd = sub.add_parser("scan", help="list the devices of an owserver with their current values")
     scan_cmd.add_argument(

@@ -18,7 +18,6 @@ read tick after a (re)connection scans first. Every owserver request ends within
 
 from __future__ import annotations
 
-import argparse
 import logging
 import threading
 import time
@@ -79,7 +78,6 @@ class OneWire(Module):
     def __init__(self, config: Any = None, uuclient: Any = None) -> None:
         super().__init__(config, uuclient)
         self.events = EventBus()
-        self._stop = threading.Event()
         self._state_lock = threading.Lock()
         self._servers: dict[Address, Backend] = {}
         self._needs_scan: set[Address] = set()
@@ -176,17 +174,15 @@ class OneWire(Module):
     @on("stop")
     def on_stop(self) -> None:
         """Interrupt a conversion wait or an owserver request in progress."""
-        self._stop.set()
+        self.request_stop()
 
     def _stopping(self) -> bool:
-        stopev = self.gateway.stopev if self.gateway is not None else None
-        return self._stop.is_set() or (stopev is not None and stopev.is_set())
+        return self.stop_event.is_set()
 
     def _wait(self, seconds: float) -> bool:
         # Under a gateway its stop event is set before the timers are joined, so a tick waiting
         # here ends at once on stop; standalone, on_stop() sets our own event.
-        stopev = self.gateway.stopev if self.gateway is not None else self._stop
-        return not stopev.wait(seconds)
+        return not self.stop_event.wait(seconds)
 
     # -- events -----------------------------------------------------------------------------------
 
@@ -553,12 +549,3 @@ class OneWire(Module):
                 f" (+{more} more)" if more > 0 else "",
             )
         self.events.emit([*alarm_events, *(DeviceValue(reading) for reading in result.readings)])
-
-    # -- command line -----------------------------------------------------------------------------
-
-    @classmethod
-    def register_cli(cls, subparsers: argparse._SubParsersAction[Any]) -> None:
-        """Add ``uun-gateway onewire scan`` and ``uun-gateway onewire set``."""
-        from .cli import register
-
-        register(subparsers)
