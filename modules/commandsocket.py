@@ -77,7 +77,7 @@ class CommandSocket(Module):
     def command_handlers(self) -> dict[str, CommandHandler]:
         """Every loaded module's command handlers by name, with the built-in ones no module replaces."""
         handlers: dict[str, CommandHandler] = {"commands": self._list_commands, "status": self._status}
-        for module in self.gateway.modules if self.gateway is not None else [self]:
+        for module in [*self.gateway.modules, *self.gateway.services] if self.gateway is not None else [self]:
             for handler in find_handlers(module):
                 if handler.event == "command" and handler.command is not None:
                     handlers[handler.command] = handler.func

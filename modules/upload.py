@@ -140,10 +140,8 @@ class Upload(Module):
     def _module_of(self, source: str) -> Any:
         modules = self.gateway.modules if self.gateway is not None else []
         found = next((m for m in modules if getattr(m, "id", None) == source), None)
-        if found is None:
-            # the source "alarms": the gateway's alarm transitions (gateway.alarms), stored like data
-            alarms = getattr(self.gateway, "alarms", None)
-            found = alarms if getattr(alarms, "id", None) == source else None
+        if found is None and self.gateway is not None:
+            found = next((s for s in self.gateway.services if s.id == source), None)
         return found
 
     def _running(self) -> bool:

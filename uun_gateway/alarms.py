@@ -838,9 +838,15 @@ def _test_value(text: str) -> tuple[float, float | None]:
 
 
 def register(commands: Commands) -> None:
-    """Add ``uun-gateway alarms test`` (the ``uun_gateway.commands`` entry point ``alarms``)."""
-    alarms = commands.add("alarms", help="alarm rules: try them offline")
+    """Add ``uun-gateway alarms test`` and the running gateway's ``alarms list|ack`` (the
+    ``uun_gateway.commands`` entry point ``alarms``)."""
+    from .alarmsclient import register_client_commands
+
+    alarms = commands.add(
+        "alarms", help="alarm rules: try them offline, list and acknowledge them on the running gateway"
+    )
     actions = alarms.add_subparsers(dest="alarms_command", metavar="ACTION", required=True)
+    register_client_commands(actions)
     test = actions.add_parser(
         "test",
         help="run readings through the rules of a config file and print each alarm transition",

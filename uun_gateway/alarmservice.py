@@ -3,12 +3,15 @@ of published readings and alarm transitions to listeners."""
 
 from __future__ import annotations
 
+import json
 import logging
+import shlex
 import threading
 from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
-from .alarms import AlarmEngine, AlarmRule, AlarmStatus, AlarmTransition, compile_rules
+from .alarms import AlarmEngine, AlarmError, AlarmRule, AlarmStatus, AlarmTransition, compile_rules
+from .events import on
 from .readings import Reading
 from .storage import Storage, storage_location
 from .timers import RepeatTimer
@@ -141,6 +144,40 @@ class AlarmService:
         """Every alarm that is not normal (see :meth:`AlarmEngine.alarms`)."""
         with self._engine_lock:
             return self.engine.alarms()
+
+    # -- the command socket (``uun-gateway alarms list|ack``) -------------------------------------
+
+    @on("command", "alarms")
+    def command_alarms(self, request: tuple[str, str | None]) -> str:
+        """``alarms``: every alarm that is not normal, as a JSON list of
+        :meth:`AlarmStatus.to_dict <uun_gateway.alarms.AlarmStatus.to_dict>` objects."""
+        return json.dumps([alarm.to_dict() for alarm in self.alarms()])
+
+    @on("command", "ack")
+    def command_ack(self, request: tuple[str, str | None]) -> str:
+        """``ack NAME [DEVICE [POINT]]`` (shell-quoted words; DEVICE and POINT are globs, default
+        ``*``): acknowledge like :meth:`acknowledge` (``by="socket"``). Answers a JSON object:
+        ``{"acknowledged": [transition entries]}`` (an empty list: nothing needed it), or
+        ``{"error": TEXT, "rules": [names]}`` for an unknown rule or bad arguments."""
+        try:
+            words = shlex.split(request[1] or "")
+        except ValueError as exc:
+            words, problem = [], f"cannot read the arguments: {exc}"
+        else:
+            problem = "" if 1 <= len(words) <= 3 else "expected: ack NAME [DEVICE [POINT]]"
+        if problem:
+            return json.dumps({"error": problem, "rules": self.rule_names()})
+        name, device, point = (*words, "*", "*")[:3]
+        try:
+            transitions = self.acknowledge(name, device=device, point=point, by="socket")
+        except AlarmError as exc:
+            return json.dumps({"error": str(exc), "rules": self.rule_names()})
+        return json.dumps({"acknowledged": [t.entry() for t in transitions]})
+
+    def rule_names(self) -> list[str]:
+        """The names of the rules in effect, sorted."""
+        with self._engine_lock:
+            return sorted(self.engine.rules)
 
     def _tick(self) -> None:
         with self._engine_lock:

@@ -25,6 +25,7 @@ from .timestamps import iso_utc
 
 if TYPE_CHECKING:
     from .alarmservice import AlarmService
+    from .host import HostService
     from .readings import Reading
 
 logger = logging.getLogger(__name__)
@@ -147,6 +148,13 @@ class Gateway(AbstractContextManager["Gateway"]):
     def modules(self) -> list[Any]:
         """The loaded modules, in start order."""
         return [m.instance for m in self._modules]
+
+    @property
+    def services(self) -> list[HostService]:
+        """The gateway's own parts addressed like modules (see :class:`~uun_gateway.host.HostService`):
+        the alarm service while ``gateway.alarms`` has rules. A snapshot; thread-safe."""
+        alarms = self.alarms
+        return [alarms] if alarms is not None else []
 
     @property
     def config_warnings(self) -> list[str]:

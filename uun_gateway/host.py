@@ -12,6 +12,24 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 if TYPE_CHECKING:
     from .readings import Reading
+    from .storage import Storage
+
+
+class HostService(Protocol):
+    """A part of the host that is not a module but is addressed like one (the alarm service):
+
+    - ``id``: its name, unique among module ids (``alarms``); a delivery module's source name;
+    - ``storage``: its :class:`~uun_gateway.storage.Storage` of unsent entries, which delivery
+      modules (upload, an MQTT uplink) send and delete like a module's (opened on first use;
+      raises OSError or a storage error when it cannot be opened);
+    - its ``@on("command", name)`` handlers are answered on the command socket like a module's.
+    """
+
+    @property
+    def id(self) -> str: ...
+
+    @property
+    def storage(self) -> Storage: ...
 
 
 class ModuleHost(Protocol):
@@ -22,6 +40,8 @@ class ModuleHost(Protocol):
       handlers wait on it to end early (a module reads it as :attr:`Module.stop_event`);
     - ``stopev``: uun-iot's event, set whenever the host is not running (before start too);
     - ``modules``: the loaded module instances, in start order (a snapshot);
+    - ``services``: the host's own :class:`HostService` parts in effect (a snapshot; the alarm
+      service while ``gateway.alarms`` has rules): their storages are sources for delivery modules;
     - :meth:`health`: a JSON-ready status summary (see :meth:`Gateway.health`);
     - :meth:`reconfigure`: validate, apply and persist a new configuration (see
       :meth:`Gateway.reconfigure`; raises :class:`~uun_gateway.errors.ConfigError`);
@@ -42,6 +62,9 @@ class ModuleHost(Protocol):
 
     @property
     def modules(self) -> Sequence[Any]: ...
+
+    @property
+    def services(self) -> Sequence[HostService]: ...
 
     def health(self) -> dict[str, Any]: ...
 
