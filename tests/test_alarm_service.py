@@ -5,6 +5,7 @@ restart, and rules come and go with a config update."""
 from __future__ import annotations
 
 import threading
+import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -299,3 +300,44 @@ def test_reading_listeners_see_every_published_reading(tmp_path: Path, caplog: p
     assert sum("reading listener" in r.getMessage() for r in caplog.records) == 3
     assert [e["state"] for e in stored(tmp_path / "alarms.sqlite")] == ["active"]
     assert (tmp_path / "alarms-state.json").exists()
+
+
+class ManualClock:
+    def __init__(self) -> None:
+        self.now = 0.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def test_a_rule_update_keeps_running_trip_delays_and_previous_values(tmp_path: Path) -> None:
+    """Rules that stay keep a trip delay that started before the update, a stale rule's clock,
+    and every point's ``previous``; a rule whose condition changed starts its delay again."""
+    clock = ManualClock()
+    slow = {"name": "slow", "watch": {"module": "ramp"}, "condition": "value > 50", "tripDelay": 10}
+    jump = {"name": "jump", "watch": {"module": "ramp"}, "condition": "value - previous > 5"}
+    changed = {"name": "changed", "watch": {"module": "ramp"}, "condition": "value > 50", "tripDelay": 10}
+    stale = {"name": "quiet", "watch": {"module": "ramp", "device": "boiler", "point": "t"}, "staleAfter": 30}
+    service = AlarmService({"storageDir": str(tmp_path), "alarms": [slow, jump, changed, stale]}, clock=clock)
+    try:
+
+        def publish(value: float) -> list[tuple[str, str]]:
+            return [(t.rule, t.state) for t in service.publish([Reading("ramp", "boiler", "t", value, time.time())])]
+
+        assert publish(60) == []  # slow and changed: the condition holds from t=0
+        clock.now = 5
+        service.replace_rules(
+            {
+                "storageDir": str(tmp_path),
+                "alarms": [dict(slow, priority="error"), jump, dict(changed, condition="value > 51"), stale],
+            }
+        )
+        clock.now = 10
+        assert publish(60) == [("slow", "active")]  # held 10 s across the update; changed only 0 s
+        assert publish(70) == [("jump", "active")]  # previous: 60, from before the update
+        clock.now = 20
+        assert publish(70) == [("jump", "cleared"), ("changed", "active")]
+        clock.now = 50
+        assert [(t.rule, t.state) for t in service.engine.tick()] == [("quiet", "active")]  # 30 s since t=20
+    finally:
+        service.stop()

@@ -32,6 +32,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import dataclasses
 import fnmatch
 import json
 import logging
@@ -102,6 +103,18 @@ class AlarmRule:
             module == self.module
             and fnmatch.fnmatchcase(device, self.device)
             and fnmatch.fnmatchcase(point, self.point)
+        )
+
+    def same_trigger(self, other: AlarmRule) -> bool:
+        """Whether ``other`` trips on the same thing: the same name, watched points, condition and
+        ``staleAfter`` (its priority, delay, release, autoAck or description may differ)."""
+        return (self.name, self.module, self.device, self.point, self.condition, self.stale_after) == (
+            other.name,
+            other.module,
+            other.device,
+            other.point,
+            other.condition,
+            other.stale_after,
         )
 
     def describe(self) -> str:
@@ -392,6 +405,28 @@ class AlarmEngine:
                 self._listeners.remove(listener)
 
         return unsubscribe
+
+    def take_over(self, old: AlarmEngine) -> int:
+        """Continue where ``old``, the engine this one replaces (a changed ``gateway.alarms``), left
+        off: keep the previous value of every point (``previous``), and for each rule whose trigger
+        is unchanged (:meth:`AlarmRule.same_trigger`) its state on each point, with a trip delay
+        that is running and a stale rule's time of the last reading. Alarms of other rules keep what
+        the state file restored. Call it before this engine is used; ``old`` must not be used
+        after. Returns the number of (rule, point) states kept."""
+        with old._lock:
+            last = dict(old._last)
+            old_rules = dict(old.rules)
+            tracks = [(name, key, dataclasses.replace(track)) for name, key, track in old._all_tracks()]
+        kept = 0
+        with self._lock:
+            self._last.update(last)
+            for name, key, track in tracks:
+                rule = self.rules.get(name)
+                if rule is None or not rule.same_trigger(old_rules[name]):
+                    continue
+                self._tracks.setdefault(key, {})[name] = track
+                kept += 1
+        return kept
 
     def evaluate(self, reading: Reading) -> list[AlarmTransition]:
         """Apply one reading to every rule that watches its point; return the transitions it caused

@@ -7,6 +7,7 @@ import json
 import logging
 import shlex
 import threading
+import time
 from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
@@ -45,7 +46,15 @@ class AlarmService:
     id = STORAGE_ID
     """The upload source name of the transitions (``gateway.upload.sources.alarms``)."""
 
-    def __init__(self, gateway_section: Mapping[str, Any]) -> None:
+    def __init__(
+        self,
+        gateway_section: Mapping[str, Any],
+        *,
+        clock: Callable[[], float] = time.monotonic,
+        wall: Callable[[], float] = time.time,
+    ) -> None:
+        """``clock``, ``wall``: the engine's clocks (see :class:`AlarmEngine`)."""
+        self._clock, self._wall = clock, wall
         self._lock = threading.Lock()  # the listener lists
         # held around every use of the engine, so none runs on an engine replace_rules dropped;
         # reentrant: an @on("alarm") handler may acknowledge
@@ -60,7 +69,7 @@ class AlarmService:
         self._timer = RepeatTimer(TICK_PERIOD, self._tick, name="alarms")
 
     def _engine(self, rules: list[AlarmRule]) -> AlarmEngine:
-        engine = AlarmEngine(rules, state_path=self.state_path, sink=self._store)
+        engine = AlarmEngine(rules, state_path=self.state_path, sink=self._store, clock=self._clock, wall=self._wall)
         engine.subscribe(self._notify)
         return engine
 
@@ -91,12 +100,16 @@ class AlarmService:
 
     def replace_rules(self, gateway_section: Mapping[str, Any]) -> None:
         """Apply a new ``gateway.alarms``: alarms of rules that stay keep their state (through the
-        state file); those of removed rules are forgotten (logged). Raises ConfigError."""
+        state file), rules whose trigger is unchanged also a trip delay that is running and the
+        stale clock, and every point its ``previous`` value (see :meth:`AlarmEngine.take_over`);
+        alarms of removed rules are forgotten (logged). Raises ConfigError."""
         rules = compile_rules(gateway_section.get("alarms"))
         with self._engine_lock:
             self.engine.flush()
-            self.engine = self._engine(rules)
-        logger.info("alarm rules updated: %d rule(s)", len(rules))
+            engine = self._engine(rules)
+            kept = engine.take_over(self.engine)
+            self.engine = engine
+        logger.info("alarm rules updated: %d rule(s); %d alarm state(s) carried over", len(rules), kept)
 
     # -- readings and alarms ---------------------------------------------------------------------
 

@@ -427,5 +427,12 @@ class Expression:
         """Evaluate with these inputs. Raises :class:`ExpressionError` only for a division by zero."""
         return self.evaluate(value, previous, age)
 
+    def __eq__(self, other: object) -> bool:
+        """Expressions of the same text are equal (they compute the same)."""
+        return isinstance(other, Expression) and other.text == self.text
+
+    def __hash__(self) -> int:
+        return hash(self.text)
+
     def __repr__(self) -> str:
         return f"Expression({self.text!r})"
