@@ -4,6 +4,7 @@ restart, and rules come and go with a config update."""
 
 from __future__ import annotations
 
+import json
 import threading
 import time
 from pathlib import Path
@@ -341,3 +342,31 @@ def test_a_rule_update_keeps_running_trip_delays_and_previous_values(tmp_path: P
         assert [(t.rule, t.state) for t in service.engine.tick()] == [("quiet", "active")]  # 30 s since t=20
     finally:
         service.stop()
+
+
+def test_check_config_leaves_a_corrupt_state_file_alone(tmp_path: Path) -> None:
+    """Checking a config changes no file; the service moves the corrupt file aside when it runs."""
+    from uun_gateway.cli import main
+
+    state = tmp_path / "alarms-state.json"
+    state.write_text("{not json")
+    config = tmp_path / "config.json"
+    config.write_text(
+        json.dumps(
+            {
+                "gateway": {
+                    "storageDir": str(tmp_path),
+                    "moduleTimers": {"heartbeat": 60},
+                    "heartbeat": {},
+                    "alarms": [HOT],
+                }
+            }
+        )
+    )
+    before = sorted(p.name for p in tmp_path.iterdir())
+    assert main(["check-config", str(config)]) == 0
+    assert sorted(p.name for p in tmp_path.iterdir()) == before
+    assert state.read_text() == "{not json"
+    with Gateway(config):
+        pass
+    assert (tmp_path / "alarms-state.json.corrupt").read_text() == "{not json"

@@ -65,8 +65,19 @@ class AlarmService:
         self._storage: Storage | None = None
         self._reading_listeners: list[ReadingListener] = []
         self._alarm_listeners: list[AlarmListener] = []
-        self.engine = self._engine(compile_rules(gateway_section.get("alarms")))
+        self.rules: list[AlarmRule] = compile_rules(gateway_section.get("alarms"))
+        """The rules in effect."""
+        self._engine_obj: AlarmEngine | None = None
         self._timer = RepeatTimer(TICK_PERIOD, self._tick, name="alarms")
+
+    @property
+    def engine(self) -> AlarmEngine:
+        """The engine of :attr:`rules`, made (and the state file read) at its first use: building
+        a gateway to check its config reads no state and never moves a corrupt state file aside."""
+        with self._engine_lock:
+            if self._engine_obj is None:
+                self._engine_obj = self._engine(self.rules)
+            return self._engine_obj
 
     def _engine(self, rules: list[AlarmRule]) -> AlarmEngine:
         engine = AlarmEngine(rules, state_path=self.state_path, sink=self._store, clock=self._clock, wall=self._wall)
@@ -79,13 +90,14 @@ class AlarmService:
         """Start checking trip delays and stale rules every second. Raises OSError when the storage
         directory cannot be created."""
         self.state_path.parent.mkdir(parents=True, exist_ok=True)
+        self.engine  # noqa: B018 -- read the saved state now, not at the first reading
         self._timer.start()
 
     def stop(self) -> None:
         """Stop the checks, store queued transitions, close the storage. Idempotent."""
         self._timer.stop()
         with self._engine_lock:
-            if not self.engine.flush():
+            if self._engine_obj is not None and not self._engine_obj.flush():
                 logger.error(
                     "%d alarm transition(s) could not be stored at stop; kept in %s for the next start",
                     self.engine.pending(),
@@ -105,10 +117,12 @@ class AlarmService:
         alarms of removed rules are forgotten (logged). Raises ConfigError."""
         rules = compile_rules(gateway_section.get("alarms"))
         with self._engine_lock:
-            self.engine.flush()
-            engine = self._engine(rules)
-            kept = engine.take_over(self.engine)
-            self.engine = engine
+            old, kept = self._engine_obj, 0
+            if old is not None:
+                old.flush()
+                self._engine_obj = self._engine(rules)
+                kept = self._engine_obj.take_over(old)
+            self.rules = rules
         logger.info("alarm rules updated: %d rule(s); %d alarm state(s) carried over", len(rules), kept)
 
     # -- readings and alarms ---------------------------------------------------------------------
@@ -190,7 +204,7 @@ class AlarmService:
     def rule_names(self) -> list[str]:
         """The names of the rules in effect, sorted."""
         with self._engine_lock:
-            return sorted(self.engine.rules)
+            return sorted(rule.name for rule in self.rules)
 
     def _tick(self) -> None:
         with self._engine_lock:

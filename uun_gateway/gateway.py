@@ -117,7 +117,7 @@ class Gateway(AbstractContextManager["Gateway"]):
 
         service = self.alarms = AlarmService(gateway_section)
         ids = {m.id for m in self._modules}
-        for rule in service.engine.rules.values():
+        for rule in service.rules:
             if rule.module not in ids:
                 logger.warning("alarm rule %s watches module %r, which is not loaded", rule.name, rule.module)
         for loaded in self._modules:
