@@ -370,3 +370,38 @@ def test_check_config_leaves_a_corrupt_state_file_alone(tmp_path: Path) -> None:
     with Gateway(config):
         pass
     assert (tmp_path / "alarms-state.json.corrupt").read_text() == "{not json"
+
+
+def test_the_alarms_storage_is_placed_with_module_backup_storage(tmp_path: Path) -> None:
+    """``moduleBackupStorage.alarms`` places the transitions (the state file beside them), and is
+    checked like a module's storage location: a directory is refused, and a remote config may not
+    move it outside the state directory."""
+    from uun_gateway.cli import main
+
+    elsewhere = tmp_path / "alarms" / "transitions.sqlite"
+    elsewhere.parent.mkdir()
+    config = config_for(tmp_path, [dict(HOT, condition="value >= 71")])
+    config["gateway"]["moduleBackupStorage"] = {"alarms": {"path": str(elsewhere), "limit": 100}}
+    path = tmp_path / "config.json"
+    path.write_text(json.dumps(dict(config, gateway=dict(config["gateway"], moduleTimers={"heartbeat": 60}))))
+    assert main(["check-config", "--strict", str(path)]) == 0
+    ramp: list[Ramp] = []
+
+    def init(config: dict[str, Any], uuclient: Any) -> Ramp:
+        ramp.append(Ramp(config["gateway"]))
+        return ramp[0]
+
+    with Gateway(config, init) as gateway:
+        wait_for(lambda: ramp[0].seen() == [("hot", "active")])
+        outside = {"alarms": {"path": str(tmp_path.parent / "outside.sqlite")}}
+        problems = gateway.check(
+            dict(config, gateway=dict(config["gateway"], moduleBackupStorage=outside)), remote=True
+        )
+        assert [p.split(":")[0] for p in problems] == ["gateway.moduleBackupStorage.alarms"]
+        assert "outside the state directory" in problems[0]
+    assert [e["rule"] for e in stored(elsewhere)] == ["hot"]
+    assert (elsewhere.parent / "alarms-state.json").exists()
+
+    config["gateway"]["moduleBackupStorage"] = {"alarms": str(tmp_path / "alarms")}
+    with pytest.raises(ConfigError, match=r"gateway\.moduleBackupStorage\.alarms: .* is a directory"):
+        Gateway(config, init)

@@ -15,6 +15,11 @@ if TYPE_CHECKING:
     from .storage import Storage
 
 
+SERVICE_IDS = frozenset({"alarms"})
+"""The ids of the host's own services (:class:`HostService`): each storage is placed with
+``gateway.moduleBackupStorage.<id>`` like a module's, and checked like one."""
+
+
 class HostService(Protocol):
     """A part of the host that is not a module but is addressed like one (the alarm service):
 

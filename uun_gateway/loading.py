@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Any
 from .config import CORE_GATEWAY_SCHEMA, compose_schema, lenient_schema, suggest, validate
 from .errors import ConfigError, ModuleLoadError
 from .events import Handler, declared_handlers, find_handlers
-from .host import ModuleHost
+from .host import SERVICE_IDS, ModuleHost
 from .module import Module, ModuleStats
 from .plugins import available_module_ids, load_module_class
 from .storage import state_directory, storage_location_errors, storage_setting_key
@@ -264,9 +264,14 @@ class ModuleSet:
         unknown = unknown_id_errors(config, set(self.ids), self.installed, strict=self.strict)
         errors = schema_errors + (unknown if self.strict else [])
         warnings += [] if self.strict else unknown
+        gateway = config.get("gateway")
+        services: list[Declared] = (
+            [("alarms", [], {}, True)] if isinstance(gateway, Mapping) and gateway.get("alarms") else []
+        )
         for problem in load_time_errors(
             config,
-            [(m.id, [h.timer_id for h in m.of("tick")], m.timer_defaults, m.has_storage) for m in self.modules],
+            [(m.id, [h.timer_id for h in m.of("tick")], m.timer_defaults, m.has_storage) for m in self.modules]
+            + services,
             schema_errors,
             trusted=trusted,
             state_dir=state_dir,
@@ -279,7 +284,6 @@ class ModuleSet:
             from .alarms import rule_errors
 
             errors += rule_errors(config["gateway"]["alarms"])
-            errors += storage_location_errors(config["gateway"], ["alarms"])
         self.warnings = warnings
         for warning in warnings:
             logger.warning("config: %s", warning)
@@ -377,7 +381,7 @@ def unknown_id_errors(
             errors.append(f"gateway.{where}{mid}: no module has the id {mid!r}{hint}")
     storages = gateway.get("moduleBackupStorage", {})
     for mid in storages if isinstance(storages, Mapping) else ():
-        if mid not in loaded:
+        if mid not in loaded and mid not in SERVICE_IDS:
             errors.append(f"gateway.moduleBackupStorage.{mid}: no module has the id {mid!r}{suggest(mid, known)}")
     return errors
 
