@@ -638,3 +638,31 @@ def test_flush_drops_delivered_transitions_from_the_state_file(tmp_path: Path) -
     again = engine_for(rule(condition="value > 80"), sink=stored.extend, state_path=path)
     again.flush()
     assert len(stored) == 1
+
+
+def test_rules_sharing_a_condition_keep_their_own_delay_release_and_failures(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """A condition several rules share is evaluated once per reading; each rule still has its own
+    trip delay, release, acknowledgement and evaluation-failure log, in config order."""
+    caplog.set_level(logging.INFO, "uun_gateway.alarms")
+    clock = Clock()
+    shared = "value / (value - 50) > 0"
+    engine = engine_for(
+        rule(name="first", condition=shared),
+        rule(name="second", condition=shared, tripDelay=10, releaseCondition="value < 40"),
+        rule(name="third", condition="value > 60", autoAck=True),
+        clock=clock,
+    )
+    assert [t.rule for t in engine.evaluate(temp(70))] == ["first", "third"]
+    engine.acknowledge("first")
+    clock.now += 10
+    assert [(t.rule, t.state) for t in engine.evaluate(temp(70))] == [("second", "active")]
+    assert [(t.rule, t.state) for t in engine.evaluate(temp(45))] == [("first", "normal"), ("third", "normal")]
+    assert states(engine) == [("second", "28.A", "active")]  # its release is value < 40
+    assert engine.evaluate(temp(50)) == []  # the shared condition divides by zero: nothing changes
+    failed = [r.getMessage() for r in caplog.records if "cannot evaluate" in r.getMessage()]
+    assert [m.split(":")[0] for m in failed] == ["alarm first", "alarm second"]
+    assert [(t.rule, t.state) for t in engine.evaluate(temp(30))] == [("second", "cleared")]
+    again = [r.getMessage() for r in caplog.records if "evaluates again" in r.getMessage()]
+    assert [m.split(":")[0] for m in again] == ["alarm first", "alarm second"]

@@ -89,9 +89,15 @@ class AlarmRule:
     auto_ack: bool = False
     description: str = ""
     evaluate: Callable[[float, float, float], bool] | None = field(init=False, repr=False, compare=False)
+    released_text: str = field(init=False, repr=False, compare=False)
+    """The reason of a release on a reading: the release condition, or the negated condition."""
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "evaluate", self.condition.evaluate if self.condition is not None else None)
+        released = self.release.text if self.release is not None else None
+        if released is None:
+            released = f"not ({self.condition.text})" if self.condition is not None else ""
+        object.__setattr__(self, "released_text", released)
 
     @property
     def kind(self) -> str:
@@ -320,6 +326,36 @@ class _Track:
 
 
 Key = tuple[str, str, str]
+
+
+def _attempt(evaluate: Callable[[float, float, float], bool], v: float, p: float, a: float) -> bool | ExpressionError:
+    try:
+        return evaluate(v, p, a)
+    except ExpressionError as exc:
+        return exc
+
+
+@dataclass(frozen=True, slots=True)
+class _Plan:
+    """How the rules watching one point are evaluated, made once per point: the distinct
+    compiled conditions, and each rule (in config order) with the index of its condition there
+    (-1: a stale rule)."""
+
+    conditions: tuple[Callable[[float, float, float], bool], ...]
+    rules: tuple[tuple[AlarmRule, int], ...]
+
+    @classmethod
+    def of(cls, rules: Iterable[AlarmRule]) -> _Plan:
+        index: dict[Expression, int] = {}
+        planned: list[tuple[AlarmRule, int]] = []
+        for rule in rules:
+            if rule.condition is None:
+                planned.append((rule, -1))
+            else:
+                planned.append((rule, index.setdefault(rule.condition, len(index))))
+        return cls(tuple(condition.evaluate for condition in index), tuple(planned))
+
+
 Listener = Callable[[AlarmTransition], object]
 Sink = Callable[[list[dict[str, Any]]], object]
 
@@ -371,7 +407,7 @@ class AlarmEngine:
         self._lock = threading.Lock()
         self._tracks: dict[Key, dict[str, _Track]] = {}  # point -> rule name -> state
         self._last: dict[Key, float] = {}
-        self._matching: dict[Key, tuple[AlarmRule, ...]] = {}
+        self._matching: dict[Key, _Plan | None] = {}
         self._listeners: list[Listener] = []
         self._outbox: list[AlarmTransition] = []
         self._events: list[AlarmTransition] = []
@@ -433,14 +469,15 @@ class AlarmEngine:
         (already saved; delivered to the sink and listeners before this returns unless another
         thread is delivering)."""
         key = (reading.module, reading.device, reading.point)
-        rules = self._matching.get(key)
-        if rules is None:
-            rules = self._match(key)
-        if not rules:
+        try:
+            plan = self._matching[key]
+        except KeyError:
+            plan = self._match(key)
+        if plan is None:
             return []
         transitions: list[AlarmTransition] = []
         with self._lock:
-            self._apply_locked(reading, key, rules, self._clock(), transitions)
+            self._apply_locked(reading, key, plan, self._clock(), transitions)
             if transitions:
                 self._commit_locked(transitions)
         self._deliver()
@@ -451,13 +488,15 @@ class AlarmEngine:
         transitions: list[AlarmTransition] = []
         with self._lock:
             now = self._clock()
+            matching = self._matching
             for reading in readings:
                 key = (reading.module, reading.device, reading.point)
-                rules = self._matching.get(key)
-                if rules is None:
-                    rules = self._match_locked(key)
-                if rules:
-                    self._apply_locked(reading, key, rules, now, transitions)
+                try:
+                    plan = matching[key]
+                except KeyError:
+                    plan = self._match_locked(key)
+                if plan is not None:
+                    self._apply_locked(reading, key, plan, now, transitions)
             if transitions:
                 self._commit_locked(transitions)
         self._deliver()
@@ -552,20 +591,19 @@ class AlarmEngine:
 
     # -- evaluation ------------------------------------------------------------------------------
 
-    def _match(self, key: Key) -> tuple[AlarmRule, ...]:
+    def _match(self, key: Key) -> _Plan | None:
         with self._lock:
             return self._match_locked(key)
 
-    def _match_locked(self, key: Key) -> tuple[AlarmRule, ...]:
-        rules = tuple(rule for rule in self._by_module.get(key[0], ()) if rule.matches(*key))
+    def _match_locked(self, key: Key) -> _Plan | None:
+        rules = [rule for rule in self._by_module.get(key[0], ()) if rule.matches(*key)]
+        plan = _Plan.of(rules) if rules else None
         if len(self._matching) >= 100_000:  # bounded: a module inventing device names cannot fill memory
             self._matching.clear()
-        self._matching[key] = rules
-        return rules
+        self._matching[key] = plan
+        return plan
 
-    def _apply_locked(
-        self, reading: Reading, key: Key, rules: tuple[AlarmRule, ...], now: float, out: list[AlarmTransition]
-    ) -> None:
+    def _apply_locked(self, reading: Reading, key: Key, plan: _Plan, now: float, out: list[AlarmTransition]) -> None:
         number = reading.number
         if number is None or reading.quality == "bad":
             self.skipped += 1
@@ -573,32 +611,34 @@ class AlarmEngine:
         previous = self._last.get(key, number)
         self._last[key] = number
         age = max(0.0, self._wall() - reading.timestamp)
+        # each distinct condition once: the same text computes the same
+        results: list[bool | ExpressionError]
+        try:
+            results = [evaluate(number, previous, age) for evaluate in plan.conditions]
+            broken = False
+        except ExpressionError:
+            results = [_attempt(evaluate, number, previous, age) for evaluate in plan.conditions]
+            broken = True
         tracks = self._tracks.get(key)
         failing = self._eval_errors
-        for rule in rules:
-            condition = rule.evaluate
+        for rule, group in plan.rules:
             track = tracks.get(rule.name) if tracks is not None else None
-            if track is None and condition is not None and not failing:
-                # the common case, nothing remembered for this rule and point: only a true condition matters
-                try:
-                    if not condition(number, previous, age):
-                        continue
-                except ExpressionError:
-                    pass  # evaluated again below, where failures are handled
-            if condition is None:
+            if group < 0:  # a stale rule
                 if track is None:
                     track = self._track(key, rule.name)
+                    tracks = self._tracks[key]
                 track.last_seen = now
                 track.value = number
                 if track.state in ("active", "acknowledged"):
                     out.append(self._release(rule, key, track, "a reading arrived again"))
                 continue
-            try:
-                holds = condition(number, previous, age)
-            except ExpressionError as exc:
-                self._eval_failed(rule, reading, exc)
+            holds = results[group]
+            if track is None and not holds and not failing:
+                continue  # the common case: nothing remembered for this rule and point, condition false
+            if broken and isinstance(holds, ExpressionError):
+                self._eval_failed(rule, reading, holds)
                 continue
-            if self._eval_errors:
+            if failing:
                 self._eval_ok(rule)
             if track is None:
                 if not holds:
@@ -616,15 +656,17 @@ class AlarmEngine:
                     track.pending_since = now
                 if now - track.pending_since >= rule.trip_delay:
                     out.append(self._trip(rule, key, track, now))
+            elif rule.release is None:
+                if not holds:
+                    out.append(self._release(rule, key, track, rule.released_text))
             else:
                 try:
-                    released = rule.release(number, previous, age) if rule.release is not None else not holds
+                    released = rule.release.evaluate(number, previous, age)
                 except ExpressionError as exc:
                     self._eval_failed(rule, reading, exc)
                     continue
                 if released:
-                    text = rule.release.text if rule.release is not None else f"not ({rule.condition.text})"  # type: ignore[union-attr]
-                    out.append(self._release(rule, key, track, text))
+                    out.append(self._release(rule, key, track, rule.released_text))
 
     def _track(self, key: Key, name: str) -> _Track:
         track = _Track()
