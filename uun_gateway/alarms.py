@@ -757,7 +757,8 @@ class AlarmEngine:
                     "value": track.value,
                     "acknowledgedBy": track.acknowledged_by,
                 }
-                for name, (module, device, point), track in self._all_tracks()
+                for (module, device, point), point_tracks in self._tracks.items()
+                for name, track in point_tracks.items()
                 if track.state != "normal"
             ],
             "outbox": [dict(t.entry(), at=t.at) for t in self._outbox],
