@@ -12,13 +12,19 @@ from typing import Any
 logger = logging.getLogger(__name__)
 
 
+def _monotonic() -> float:
+    """The default clock, looked up at each call so that the module's choice of clock is testable."""
+    return time.monotonic()
+
+
 class RepeatTimer:
     """Call ``f(*args, **kwargs)`` every ``period`` seconds in a thread of its own.
 
     Scheduling promises:
 
-    - Deadlines are ``t0 + k * period`` on ``time.monotonic()``: no cumulative drift, and wall-clock
-      steps (NTP at boot on a Pi without RTC) do not affect the schedule.
+    - Deadlines are ``t0 + k * period`` on ``clock`` (``time.monotonic()`` unless one is injected):
+      no cumulative drift, and wall-clock steps (NTP at boot on a Pi without RTC) do not affect the
+      schedule. A run starts at or after its deadline, never before, and no deadline runs twice.
     - At most one run at a time. If a run overruns one or more deadlines, those ticks are skipped
       (coalesced) and counted in ``skipped``; the next run waits for the next deadline on the grid, so
       runs never come back to back. The overrun is logged once, and the recovery once.
@@ -28,7 +34,9 @@ class RepeatTimer:
     - Changing :attr:`period` while running re-anchors the schedule at the next deadline: no restart
       and no join is needed, so a handler may change its own timer's period.
 
-    The counters and ``running_since`` may be read from any thread.
+    The counters, ``running_since`` and ``next_deadline`` (while a run is in progress: the deadline
+    it runs for) may be read from any thread; times are on ``clock``. An injected ``clock`` must be
+    monotonic (never step back); it may step forward (tests use that to script overruns).
     """
 
     def __init__(
@@ -39,6 +47,8 @@ class RepeatTimer:
         kwargs: Mapping[str, Any] | None = None,
         runonstart: bool = True,
         name: str | None = None,
+        *,
+        clock: Callable[[], float] | None = None,
     ) -> None:
         self._period = self._check_period(period)
         self._f = f
@@ -46,6 +56,7 @@ class RepeatTimer:
         self._kwargs = dict(kwargs or {})
         self.runonstart = runonstart
         self.name = name or getattr(f, "__qualname__", repr(f))
+        self._clock = clock if clock is not None else _monotonic
         self._lock = threading.Lock()
         self._wake = threading.Event()
         self._stopped = threading.Event()
@@ -101,7 +112,7 @@ class RepeatTimer:
                 raise RuntimeError(f"timer {self.name} is already running")
             self._stopped.clear()
             self._wake.clear()
-            self._anchor = time.monotonic()
+            self._anchor = self._clock()
             self._k = 0 if self.runonstart else 1
             self._last_deadline = self._anchor
             self.next_deadline = self._anchor + self._k * self._period
@@ -130,20 +141,18 @@ class RepeatTimer:
             with self._lock:
                 deadline = self._anchor + self._k * self._period
                 self.next_deadline = deadline
-            delay = deadline - time.monotonic()
+            delay = deadline - self._clock()
             if delay > 0:
+                # Re-check after every wake-up: an injected clock need not advance with the wait.
                 self._wake.wait(delay)
-                if self._stopped.is_set():
-                    return
-                if self._wake.is_set():
-                    self._wake.clear()
-                    continue
+                self._wake.clear()
+                continue
             with self._lock:
                 self._last_deadline, self._in_run = deadline, True
             self._run_once()
             with self._lock:
                 self._in_run = False
-                now = time.monotonic()
+                now = self._clock()
                 passed = math.floor((now - self._anchor) / self._period)
                 missed = max(0, passed - self._k)
                 self._k += missed + 1
@@ -159,7 +168,7 @@ class RepeatTimer:
                 overrunning = 0
 
     def _run_once(self) -> None:
-        self.running_since = time.monotonic()
+        self.running_since = self._clock()
         try:
             self._f(*self._args, **self._kwargs)
         except BaseException:
@@ -178,7 +187,7 @@ class RepeatTimer:
         """
         if self._stopped.is_set() or self._thread is None:
             return None
-        now = time.monotonic() if now is None else now
+        now = self._clock() if now is None else now
         if not self._thread.is_alive():
             return f"timer {self.name}: thread is no longer running"
         since, deadline = self.running_since, self.next_deadline
