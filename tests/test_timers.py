@@ -176,6 +176,7 @@ def test_start_twice_raises_and_restart_after_stop_works() -> None:
     timer = RepeatTimer(3600, lambda: None)
     timer.start()
     try:
+        wait_for(lambda: timer.runs == 1)
         with pytest.raises(RuntimeError, match="already running"):
             timer.start()
     finally:

@@ -69,16 +69,26 @@ class RunLog:
         self.runs.append(Run(deadline, start, self.clock(), skipped))
         self._started = None
 
-    def check_rules(self, timer: RepeatTimer, anchor: float | None = None) -> list[int]:
+    def check_rules(self, timer: RepeatTimer) -> list[int]:
         """Assert the rules for a timer whose period did not change; return the grid index of each
-        run's deadline (``anchor``: the grid's origin, default the first run's deadline)."""
+        run's deadline, the first run being tick 0.
+
+        The grid is ``t0 + k * period``; the first run may be due before ``t0`` (the run on start is
+        due at ``start()``, and the grid is staggered by less than a period), the others are on it.
+        """
         runs = self.runs
         assert runs, "no run recorded"
         period = timer.period
-        origin = runs[0].deadline if anchor is None else anchor
-        ticks = []
+        first = runs[0].deadline
+        if len(runs) > 1:  # t0: the grid point in [first, first + period)
+            origin = runs[1].deadline - period * math.floor((runs[1].deadline - first) / period + 1e-9)
+        else:
+            origin = first
+        assert first <= origin + 1e-9 and origin - first < period, (first, origin)
+        ticks = [0]
         for run in runs:
             assert run.start >= run.deadline, f"a run started before its deadline: {run}"
+        for run in runs[1:]:
             k = (run.deadline - origin) / period
             assert math.isclose(k, round(k), abs_tol=1e-6), (
                 f"deadline {run.deadline} is off the grid {origin}+k*{period}"
