@@ -3,6 +3,7 @@ in a heap, and a bounded pool of worker threads runs the handlers that are due."
 
 from __future__ import annotations
 
+import contextlib
 import heapq
 import itertools
 import logging
@@ -19,6 +20,8 @@ logger = logging.getLogger(__name__)
 
 DEFAULT_WORKERS = 8
 """Worker threads of a scheduler unless configured: handlers running at the same time."""
+EXHAUSTED_AFTER = 1.0
+"""Seconds due runs wait for a busy pool before that is logged as a warning."""
 MAX_STAGGER = 1.0
 """Seconds: the largest shift of a timer's grid from its start, so that timers started together
 with the same period do not fall due together."""
@@ -40,9 +43,10 @@ class Scheduler:
       with the last; workers are started as due runs need them (at most ``workers``) and end when the
       last timer stops. A handler that never returns keeps its worker (and only that one).
     - **Pool exhausted**: when every worker is busy, due runs wait, in deadline order, for the next
-      free worker. The first such wait is logged as a warning (naming the longest-running handler),
-      the end of it once; each wait is counted in :attr:`waits`, and a timer whose run has waited for
-      longer than the limit passed to :meth:`RepeatTimer.stalled` reports it there.
+      free worker; each such run is counted in :attr:`waits`. Runs that have waited for
+      ``EXHAUSTED_AFTER`` seconds are logged as a warning naming the longest-running handler, once
+      until the pool keeps up again (logged once too); a timer whose run has waited for longer than
+      the limit passed to :meth:`RepeatTimer.stalled` reports it there.
     - Timers started on one scheduler get staggered grids: the ``n``-th start shifts its grid by
       ``frac(n * 0.618...) * min(period, MAX_STAGGER)``, spreading timers of equal period evenly.
     - ``clock`` (default ``time.monotonic``) is the time of every deadline. An injected clock must
@@ -58,21 +62,25 @@ class Scheduler:
         self.clock = clock if clock is not None else _monotonic
         self.name = name
         self._max_workers = self._check_workers(workers)
-        self._lock = threading.Lock()
-        self._due = threading.Condition(self._lock)  # the scheduler thread waits for the next deadline
-        self._work = threading.Condition(self._lock)  # idle workers wait for a due run
+        self._lock = threading.Lock()  # guards the state below and every timer's state
+        # Released to wake the scheduler thread (a binary semaphore: cheaper than a Condition).
+        self._signal = threading.Lock()
+        self._signal.acquire()
         self._heap: list[tuple[float, int, RepeatTimer, int]] = []
-        self._ready: deque[RepeatTimer] = deque()
+        self._backlog: deque[_Job] = deque()  # due runs that no worker was free for
         self._seq = itertools.count()
         self._starts = itertools.count()
         self._worker_ids = itertools.count(1)
         self._active = 0  # timers started and not yet ended (a stopped timer ends when its run returns)
         self._thread: threading.Thread | None = None
         self._failure: str | None = None
-        self._workers: set[threading.Thread] = set()
+        self._workers: set[_Worker] = set()
+        # Idle workers, the most recently idle last: it is woken first (its stack is warm, and a
+        # light load keeps the same one or two threads busy).
+        self._idle: list[_Worker] = []
         self._running: set[RepeatTimer] = set()
-        self._idle = 0  # workers waiting for work that no one has woken yet
-        self._exhausted = False
+        self._waiting_since: float | None = None  # when runs began to wait for a busy pool
+        self._exhausted = False  # they have waited for EXHAUSTED_AFTER: logged
         self.waits = 0
         """Due runs that found every worker busy and had to wait for one."""
 
@@ -93,19 +101,25 @@ class Scheduler:
         value = self._check_workers(value)
         with self._lock:
             self._max_workers = value
-            self._work.notify_all()
-            self._dispatch()
+            while self._idle and len(self._workers) > value:
+                self._workers.discard(self._idle[0])
+                self._idle.pop(0).wake(None)
+            while self._backlog and len(self._workers) < value:
+                self._spawn(self._backlog.popleft())
 
     def threads(self) -> list[threading.Thread]:
         """The scheduler's live threads (the scheduler thread and the workers)."""
         with self._lock:
-            found = [*self._workers, *([self._thread] if self._thread is not None else [])]
+            found = [*(w.thread for w in self._workers), *([self._thread] if self._thread is not None else [])]
         return [t for t in found if t.is_alive()]
 
     def wake(self) -> None:
         """Make the scheduler thread re-read the clock now (after an injected clock stepped forward)."""
-        with self._lock:
-            self._due.notify()
+        self._notify()
+
+    def _notify(self) -> None:
+        with contextlib.suppress(RuntimeError):  # already signalled
+            self._signal.release()
 
     def alive(self) -> bool:
         """False when timers are active but the scheduler thread has died (see :meth:`failure`)."""
@@ -132,69 +146,81 @@ class Scheduler:
         self._active -= 1
         if self._active == 0:
             self._heap.clear()  # only stale entries are left
-            self._idle = 0
-            self._due.notify()
-            self._work.notify_all()
+            self._backlog.clear()
+            for worker in self._idle:
+                self._workers.discard(worker)
+                worker.wake(None)
+            self._idle.clear()
+            self._waiting_since, self._exhausted = None, False
+            self._notify()
 
     def _push(self, timer: RepeatTimer, deadline: float) -> None:
         timer._gen += 1
         timer.next_deadline = deadline
         timer._state = _WAITING
         if not self._heap or deadline < self._heap[0][0]:
-            self._due.notify()
+            self._notify()
         heapq.heappush(self._heap, (deadline, next(self._seq), timer, timer._gen))
 
-    def _unqueue(self, timer: RepeatTimer) -> None:
-        if timer._state == _QUEUED:
-            self._ready.remove(timer)
+    def _dispatch(self, job: _Job) -> None:
+        """Give a due run to the most recently idle worker, or to a new one up to the bound; else it
+        waits in the backlog (counted)."""
+        if self._idle:
+            self._idle.pop().wake(job)
+        elif len(self._workers) < self._max_workers:
+            self._spawn(job)
+        else:
+            self._backlog.append(job)
+            self.waits += 1
+            if self._waiting_since is None:
+                self._waiting_since = self.clock()
 
-    def _dispatch(self) -> None:
-        """Hand queued runs to idle workers, starting workers up to the bound."""
-        waiting = len(self._ready)
-        while waiting and self._idle:
-            self._idle -= 1
-            waiting -= 1
-            self._work.notify()
-        while waiting and len(self._workers) < self._max_workers:
-            worker = threading.Thread(
-                target=self._work_loop, name=f"{self.name}:worker-{next(self._worker_ids)}", daemon=True
-            )
-            self._workers.add(worker)
-            worker.start()
-            waiting -= 1
-        if waiting:
-            self.waits += waiting
-            if not self._exhausted:
-                self._exhausted = True
-                longest = min(self._running, key=lambda t: t.running_since or math.inf, default=None)
-                since = longest.running_since if longest is not None else None
-                logger.warning(
-                    "%s: all %d timer workers are busy%s; %d due run(s) wait for a free worker",
-                    self.name,
-                    self._max_workers,
-                    ""
-                    if longest is None or since is None
-                    else f" (longest: {longest.name}, {self.clock() - since:.1f}s)",
-                    len(self._ready),
-                )
+    def _spawn(self, job: _Job) -> None:
+        worker = _Worker(job)
+        worker.thread = threading.Thread(
+            target=self._work_loop, args=(worker,), name=f"{self.name}:worker-{next(self._worker_ids)}", daemon=True
+        )
+        self._workers.add(worker)
+        worker.thread.start()
+
+    def _exhaustion(self, now: float) -> tuple[str | None, float]:
+        """The warning to log when due runs have waited for a busy pool for EXHAUSTED_AFTER seconds
+        (once per episode), and the time to check again."""
+        since = self._waiting_since
+        if since is None or self._exhausted:
+            return None, math.inf
+        if now - since < EXHAUSTED_AFTER:
+            return None, since + EXHAUSTED_AFTER
+        self._exhausted = True
+        longest = min(self._running, key=lambda t: t.running_since or math.inf, default=None)
+        started = longest.running_since if longest is not None else None
+        running = "" if longest is None or started is None else f" (longest: {longest.name}, {now - started:.1f}s)"
+        message = (
+            f"{self.name}: all {self._max_workers} timer workers are busy{running}; {len(self._backlog)} due"
+            f" run(s) have waited {now - since:.1f}s for a free worker"
+        )
+        return message, math.inf
 
     # -- threads -------------------------------------------------------------------------------------
 
     def _loop(self) -> None:
         try:
-            with self._lock:
-                while self._active:
+            while True:
+                with self._lock:
+                    if not self._active:
+                        self._thread = None
+                        return
                     now = self.clock()
                     while self._heap and self._heap[0][0] <= now:
                         _, _, timer, gen = heapq.heappop(self._heap)
                         if timer._gen == gen and timer._state == _WAITING:
                             timer._state = _QUEUED
-                            self._ready.append(timer)
-                    if self._ready:
-                        self._dispatch()
-                    timeout = self._heap[0][0] - now if self._heap else None
-                    self._due.wait(timeout)
-                self._thread = None
+                            self._dispatch((timer, gen))
+                    warning, check_at = self._exhaustion(now)
+                    wake_at = min(self._heap[0][0] if self._heap else math.inf, check_at)
+                if warning is not None:
+                    logger.warning("%s", warning)
+                self._signal.acquire(timeout=-1 if wake_at == math.inf else max(0.0, wake_at - now))
         except BaseException as exc:
             self._failure = describe_failure(exc)
             logger.critical(
@@ -204,42 +230,75 @@ class Scheduler:
                 exc_info=True,
             )
 
-    def _work_loop(self) -> None:
+    def _work_loop(self, worker: _Worker) -> None:
         me = threading.current_thread()
         idle_name = me.name
+        job = worker.take()
+        while True:
+            if job is not None:
+                self._run(me, idle_name, *job)
+            recovered = False
+            with self._lock:
+                if self._backlog:
+                    job = self._backlog.popleft()
+                    if not self._backlog:
+                        recovered, self._exhausted, self._waiting_since = self._exhausted, False, None
+                elif not self._active or len(self._workers) > self._max_workers:
+                    self._workers.discard(worker)
+                    return
+                else:
+                    job = None
+                    self._idle.append(worker)
+            if recovered:
+                logger.info("%s: timer workers keep up again (%d run(s) waited for one so far)", self.name, self.waits)
+            if job is None:
+                job = worker.take()
+                if job is None:
+                    return  # told to end (the last timer stopped, or fewer workers)
+
+    def _run(self, me: threading.Thread, idle_name: str, timer: RepeatTimer, gen: int) -> None:
         with self._lock:
-            while True:
-                while not self._ready:
-                    if not self._active or len(self._workers) > self._max_workers:
-                        self._workers.discard(me)
-                        return
-                    if self._exhausted:
-                        self._exhausted = False
-                        logger.info("%s: a timer worker is free again (%d wait(s) so far)", self.name, self.waits)
-                    self._idle += 1
-                    self._work.wait()
-                timer = self._ready.popleft()
-                timer._state, timer._runner = _RUNNING, me
-                self._running.add(timer)
-                deadline = timer.next_deadline
-                assert deadline is not None
-                timer._last_deadline = deadline
-                me.name = f"timer:{timer.name}"
-                self._lock.release()
-                try:
-                    timer._run_once()
-                finally:
-                    self._lock.acquire()
-                    me.name = idle_name
-                    self._running.discard(timer)
-                    timer._runner = None
+            if timer._gen != gen or timer._state != _QUEUED:
+                return  # stopped while it waited
+            timer._state, timer._runner = _RUNNING, me
+            self._running.add(timer)
+            deadline = timer.next_deadline
+            assert deadline is not None
+            timer._last_deadline = deadline
+        me.name = f"timer:{timer.name}"
+        try:
+            timer._run_once()
+        finally:
+            me.name = idle_name
+            with self._lock:
+                self._running.discard(timer)
+                timer._runner = None
                 note = timer._after_run()
-                if note is not None:
-                    self._lock.release()
-                    try:
-                        note()
-                    finally:
-                        self._lock.acquire()
+        if note is not None:
+            note()
+
+
+_Job = tuple["RepeatTimer", int]
+
+
+class _Worker:
+    """A worker thread's mailbox: the job it is woken for (None: end)."""
+
+    def __init__(self, job: _Job | None) -> None:
+        self.thread: threading.Thread
+        self._job = job
+        self._ready = threading.Lock()
+        if job is None:
+            self._ready.acquire()
+
+    def wake(self, job: _Job | None) -> None:
+        self._job = job
+        self._ready.release()
+
+    def take(self) -> _Job | None:
+        self._ready.acquire()
+        job, self._job = self._job, None
+        return job
 
 
 _default: Scheduler | None = None
@@ -396,8 +455,7 @@ class RepeatTimer:
                 return True
             self._stopping = True
             if self._state != _RUNNING:
-                scheduler._unqueue(self)
-                self._end()
+                self._end()  # a queued run of it is dropped by the worker that takes it
                 return True
             own = self._runner is threading.current_thread()
         if block and not own:
