@@ -39,7 +39,15 @@ import time
 from pathlib import Path
 from typing import Any
 
-BASELINE = Path(__file__).resolve().parents[2] / "shared" / "bench" / "uuniot_baseline.py"
+# ../shared/bench from the main checkout (/work/main), ../../shared/bench from a worktree (/work/wt/x)
+BASELINE = next(
+    (
+        p
+        for p in (Path(__file__).resolve().parents[i] / "shared" / "bench" / "uuniot_baseline.py" for i in (2, 3))
+        if p.exists()
+    ),
+    Path(__file__).resolve().parents[2] / "shared" / "bench" / "uuniot_baseline.py",
+)
 
 
 def percentile(values: list[float], q: float) -> float:
@@ -152,10 +160,13 @@ def drift(period: float, duration: float, work: float) -> dict[str, float]:
     from uun_gateway import RepeatTimer
 
     stamps: list[float] = []
+    deadlines: list[float] = []
     done = threading.Event()
+    timer: RepeatTimer
 
     def handler() -> None:
         stamps.append(time.monotonic())
+        deadlines.append(timer.next_deadline or 0.0)
         if work:
             time.sleep(work)
         if stamps[-1] - stamps[0] >= duration:
@@ -165,9 +176,12 @@ def drift(period: float, duration: float, work: float) -> dict[str, float]:
     timer.start()
     done.wait(duration * 2 + 5)
     timer.stop()
-    # tick 1 onwards: the grid is anchored at start() plus a stagger, the run on start is at start()
+    # tick 1 onwards: the grid is anchored at start() plus a stagger, the run on start is at start().
+    # A skipped (coalesced) tick has no run: each run's grid index k comes from its deadline, and its
+    # lateness is measured against the ideal t0 + k * period, t0 = the first grid tick's start.
     ticks = stamps[1:]
-    lateness = [t - (ticks[0] + i * period) for i, t in enumerate(ticks)]
+    index = [round((d - deadlines[1]) / period) for d in deadlines[1:]]
+    lateness = [t - (ticks[0] + k * period) for k, t in zip(index, ticks, strict=True)]
     intervals = [b - a for a, b in itertools.pairwise(ticks)]
     window = min(20, len(lateness) // 4)
     return {
