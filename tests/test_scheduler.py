@@ -187,12 +187,17 @@ def test_a_stepped_clock_drives_the_schedule_after_wake() -> None:
 
 
 class _BreakableClock:
-    def __init__(self, clock: Callable[[], float]) -> None:
+    """Once broken, raises in the threads whose name contains ``where`` (only once if ``once``)."""
+
+    def __init__(self, clock: Callable[[], float], where: str = ":scheduler", *, once: bool = False) -> None:
         self.clock = clock
+        self.where = where
+        self.once = once
         self.broken = False
 
     def __call__(self) -> float:
-        if self.broken and threading.current_thread().name.endswith(":scheduler"):
+        if self.broken and self.where in threading.current_thread().name:
+            self.broken = not self.once
             raise OSError("clock source failed")
         return self.clock()
 
@@ -239,3 +244,30 @@ def test_clock_and_scheduler_together_must_agree() -> None:
         RepeatTimer(1, lambda: None, clock=SteppedClock(), scheduler=scheduler)
     timer = RepeatTimer(1, lambda: None, clock=SteppedClock())
     assert timer.scheduler is not default_scheduler()
+
+
+def test_a_timer_that_cannot_be_rescheduled_is_reported_and_its_worker_lives_on(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    clock = _BreakableClock(SteppedClock(), where=":worker-", once=True)
+    scheduler = Scheduler(workers=1, clock=clock)
+    victim: RepeatTimer
+
+    def break_clock_after_this_run() -> None:
+        clock.broken = True  # the run itself is fine; rescheduling it reads the clock, which fails once
+
+    victim = RepeatTimer(0.01, break_clock_after_this_run, name="victim", scheduler=scheduler)
+    other = RepeatTimer(0.01, lambda: None, name="other", scheduler=scheduler)
+    victim.start()
+    try:
+        wait_for(lambda: victim.stalled(handler_timeout=10, now=0) is not None)
+        reason = victim.stalled(handler_timeout=10, now=0) or ""
+        assert "could not be rescheduled" in reason and "clock source failed" in reason, reason
+        assert "timer victim: could not be rescheduled" in caplog.text
+        victim.period = 0.02  # does not revive it
+        other.start()
+        wait_for(lambda: other.runs >= 3)  # the one worker survived
+        assert victim.runs == 1 and victim.is_alive()
+    finally:
+        _stop_all([victim, other])
+    assert victim.stalled(handler_timeout=10, now=0) is None

@@ -273,7 +273,10 @@ class Scheduler:
             with self._lock:
                 self._running.discard(timer)
                 timer._runner = None
-                note = timer._after_run()
+                try:
+                    note = timer._after_run()
+                except BaseException as exc:  # the clock failed: park the timer, keep the worker
+                    note = timer._park(exc)
         if note is not None:
             note()
 
@@ -378,6 +381,7 @@ class RepeatTimer:
         self._k = 0
         self._last_deadline = 0.0
         self._overrunning = 0
+        self._broken: str | None = None
         self.runs = 0
         self.skipped = 0
         self.errors = 0
@@ -404,7 +408,7 @@ class RepeatTimer:
             if value == self._period:
                 return
             self._period = value
-            if self._stopping:
+            if self._stopping or self._broken is not None:
                 return
             # The new grid starts at the latest deadline that was due: the next run comes one new
             # period after the previous run's deadline (at once if that is already past).
@@ -432,6 +436,7 @@ class RepeatTimer:
             if self._state != _IDLE:
                 raise RuntimeError(f"timer {self.name} is already running")
             self._stopping = False
+            self._broken = None
             self._ended.clear()
             self._overrunning = 0
             now = self._clock()
@@ -493,9 +498,22 @@ class RepeatTimer:
             return lambda: logger.info("timer %s: back on schedule after skipping %d tick(s)", self.name, count)
         return None
 
+    def _park(self, exc: BaseException) -> Callable[[], None]:
+        """Take the timer off the schedule after it could not be rescheduled (the scheduler's lock
+        held): it stays alive, so that :meth:`stalled` reports it until it is stopped."""
+        self._broken = describe_failure(exc)
+        if self._stopping:
+            self._end()
+        else:
+            self._gen += 1
+            self._state = _WAITING  # with no deadline in the heap: stop() ends it at once
+        return lambda: logger.critical(
+            "timer %s: could not be rescheduled (%s); it runs no more", self.name, self._broken, exc_info=exc
+        )
+
     def _run_once(self) -> None:
-        self.running_since = self._clock()
         try:
+            self.running_since = self._clock()
             self._f(*self._args, **self._kwargs)
         except BaseException:
             self.errors += 1
@@ -507,15 +525,18 @@ class RepeatTimer:
     def stalled(self, handler_timeout: float, now: float | None = None) -> str | None:
         """Describe why this running timer is not making progress, or return None if it is.
 
-        A timer is stalled when its scheduler's thread died, a call has been running for longer than
-        ``handler_timeout`` seconds, or a due run has not started for that long (also when it waits
-        because every worker of the scheduler is busy). A stopped timer is never stalled.
+        A timer is stalled when its scheduler's thread died, it could not be rescheduled after a run
+        (its clock raised), a call has been running for longer than ``handler_timeout`` seconds, or a
+        due run has not started for that long (also when it waits because every worker of the
+        scheduler is busy). A stopped timer is never stalled.
         """
         scheduler = self.scheduler
         with scheduler._lock:
             state, since, deadline = self._state, self.running_since, self.next_deadline
             if state == _IDLE or self._stopping:
                 return None
+        if self._broken is not None:
+            return f"timer {self.name}: could not be rescheduled ({self._broken}); it runs no more"
         if not scheduler.alive():
             return f"timer {self.name}: the scheduler thread is no longer running ({scheduler.failure()})"
         now = self._clock() if now is None else now
