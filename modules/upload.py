@@ -35,15 +35,14 @@ backlog the source had when the tick began, or the source is empty, fails, or th
 from __future__ import annotations
 
 import logging
-import time
 from collections.abc import Mapping
 from dataclasses import dataclass
-from datetime import UTC, datetime
 from typing import Any, ClassVar
 
 import requests
 
-from uun_gateway import Entry, Module, Storage, UuAppClient, on
+from uun_gateway import Backoff, Entry, Module, StateLog, Storage, UuAppClient, describe_failure, iso_utc, on
+from uun_gateway.uuapp import answer_json
 
 DEFAULT_BATCH = 100
 DEFAULT_BACKOFF_INITIAL = 2.0
@@ -55,18 +54,18 @@ _BATCH = {"type": "integer", "minimum": 1, "maximum": 10000, "description": "ent
 
 @dataclass
 class SourceState:
-    """Delivery state of one source (read-only for callers)."""
+    """Delivery state of one source (read-only for callers): its backoff and its log of state changes."""
 
-    failures: int = 0
-    next_attempt: float = 0.0
+    backoff: Backoff
+    log: StateLog
     sent: int = 0
     requests: int = 0
     warned_missing: bool = False
 
-
-def iso_ms(epoch: float) -> str:
-    """``epoch`` as ISO 8601 UTC with milliseconds and a ``Z`` suffix."""
-    return datetime.fromtimestamp(epoch, UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+    @property
+    def failures(self) -> int:
+        """Failed attempts in a row."""
+        return self.backoff.failures
 
 
 class Upload(Module):
@@ -119,9 +118,17 @@ class Upload(Module):
 
     def backoff(self, failures: int) -> float:
         """Delay before the next attempt after ``failures`` failures in a row (exponential, capped)."""
+        return self._new_backoff().delay(failures)
+
+    def _new_backoff(self) -> Backoff:
         initial = float(self._c("backoffInitial", DEFAULT_BACKOFF_INITIAL))
-        cap = float(self._c("backoffMax", DEFAULT_BACKOFF_MAX))
-        return float(min(cap, initial * 2.0 ** min(failures - 1, 62)))
+        return Backoff(initial, max(initial, float(self._c("backoffMax", DEFAULT_BACKOFF_MAX))))
+
+    def _state(self, source: str) -> SourceState:
+        state = self.state.get(source)
+        if state is None:
+            state = self.state[source] = SourceState(self._new_backoff(), StateLog(self.logger, f"upload of {source}"))
+        return state
 
     def _storage_of(self, source: str) -> Storage | None:
         module = self._module_of(source)
@@ -130,7 +137,7 @@ class Upload(Module):
         try:
             storage = getattr(module, "storage", None)
         except Exception as exc:  # one source's broken storage must not stop the others' uploads
-            state = self.state.setdefault(source, SourceState())
+            state = self._state(source)
             if not state.warned_missing:
                 state.warned_missing = True
                 self.logger.error("upload source %r: its storage cannot be opened (%s); skipped", source, exc)
@@ -157,7 +164,7 @@ class Upload(Module):
         """Send every due source's backlog, round-robin one batch at a time, until done or failing."""
         if not self._has_client():
             return
-        due = [s for s in self.sources() if self.state.setdefault(s, SourceState()).next_attempt <= time.monotonic()]
+        due = [s for s in self.sources() if self._state(s).backoff.ready()]
         # A tick sends at most the backlog it found: entries that keep arriving wait for the next
         # tick, so a source fed as fast as it drains cannot keep the tick (and the watchdog) hanging.
         backlog = {s: len(storage) if (storage := self._storage_of(s)) is not None else 0 for s in due}
@@ -180,7 +187,7 @@ class Upload(Module):
         tick may send a batch twice (never loses one).
         """
         settings = self.sources().get(source)
-        state = self.state.setdefault(source, SourceState())
+        state = self._state(source)
         if settings is None or not self._has_client():
             return False
         storage = self._storage_of(source)
@@ -205,7 +212,7 @@ class Upload(Module):
             dto = {
                 "source": source,
                 "storageId": storage.uid,
-                "data": [{"id": e.id, "created": iso_ms(e.created), "data": e.data} for e in batch],
+                "data": [{"id": e.id, "created": iso_utc(e.created), "data": e.data} for e in batch],
             }
             assert self.uuclient is not None
             response, exc = self.uuclient.post(settings["uuCmd"], dto, log_level=logging.DEBUG)
@@ -227,27 +234,20 @@ class Upload(Module):
             "source": source,
             "storageId": storage.uid,
             "id": str(entry.id),
-            "created": iso_ms(entry.created),
+            "created": iso_utc(entry.created),
             "data": entry.data,
         }
         assert self.uuclient is not None
         return self.uuclient.multipart(uucmd, fields, log_level=logging.DEBUG)
 
     def _succeeded(self, source: str, state: SourceState) -> None:
-        if state.failures:
-            self.logger.info("upload of %s works again after %d failed attempt(s)", source, state.failures)
-        state.failures = 0
-        state.next_attempt = 0.0
+        state.backoff.succeeded()
+        state.log.ok("works again")
         self._record(source, True, None)
 
     def _failed(self, source: str, state: SourceState, problem: str) -> None:
-        state.failures += 1
-        delay = self.backoff(state.failures)
-        state.next_attempt = time.monotonic() + delay
-        if state.failures == 1:
-            self.logger.warning("upload of %s failed (%s); kept, retrying with backoff", source, problem)
-        else:
-            self.logger.debug("upload of %s failed again (%s); next attempt in %.1fs", source, problem, delay)
+        state.backoff.failed()
+        state.log.failed(f"failed ({problem}); kept, retrying with backoff")
         self._record(source, False, f"upload failed: {problem}")
 
     def _record(self, source: str, ok: bool, error: str | None) -> None:
@@ -263,15 +263,9 @@ def _accepted(
 ) -> tuple[list[int], str | None]:
     """The ids of ``batch`` the server accepted, and a description of the problem (None if none)."""
     if exc is not None or response is None:
-        if isinstance(exc, requests.HTTPError) and response is not None:
-            return [], f"HTTP {response.status_code}"
-        if isinstance(exc, requests.Timeout):
-            return [], "timed out"
-        if isinstance(exc, requests.ConnectionError):
-            return [], "connection failed"
-        return [], type(exc).__name__ if exc is not None else "no response"
+        return [], describe_failure(exc)
     try:
-        body = response.json()
+        body = answer_json(response)
     except ValueError:
         return [], "the answer is not JSON"
     ids = [e.id for e in batch]
