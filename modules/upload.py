@@ -41,7 +41,18 @@ from typing import Any, ClassVar
 
 import requests
 
-from uun_gateway import Backoff, Entry, Module, StateLog, Storage, UuAppClient, describe_failure, iso_utc, on
+from uun_gateway import (
+    Backoff,
+    Entry,
+    Module,
+    StateLog,
+    Storage,
+    StorageError,
+    UuAppClient,
+    describe_failure,
+    iso_utc,
+    on,
+)
 from uun_gateway.uuapp import answer_json
 
 DEFAULT_BATCH = 100
@@ -219,7 +230,16 @@ class Upload(Module):
         state.requests += 1
         accepted, problem = _accepted(batch, response, exc)
         if accepted:
-            storage.ack(accepted)
+            try:
+                storage.ack(accepted)
+            except StorageError as exc:
+                # delivered but still stored: it goes out again (same ids) after the backoff
+                self._failed(
+                    source,
+                    state,
+                    f"the server accepted {len(accepted)} entries but they could not be removed from storage ({exc})",
+                )
+                return False
             state.sent += len(accepted)
         if problem is None and len(accepted) == len(batch):
             self._succeeded(source, state)

@@ -6,56 +6,15 @@ from __future__ import annotations
 import json
 import logging
 from collections import Counter
-from collections.abc import Iterator
-from contextlib import contextmanager
 from itertools import pairwise
 from pathlib import Path
 from typing import Any
 
-from uun_gateway.modules.upload import Upload
-
 from tests.conftest import wait_for
 from tests.fake_uuapp import FakeUuApp
-from tests.uuapp_modules import Sensor, gateway_config
-from uun_gateway import Gateway
+from tests.uuapp_modules import UPLOAD, delivered, running, upload_config
 
 pytest_plugins = ["tests.uuapp_fixtures"]
-
-UPLOAD = "gateway/upload"
-
-
-def upload_config(fake: FakeUuApp, tmp_path: Path, period: float = 0.02, **upload: Any) -> dict[str, Any]:
-    settings = {"sources": {"sensor": {"uuCmd": UPLOAD, "batchSize": 100}}, **upload}
-    return gateway_config(fake, tmp_path, moduleTimers={"sensor": 3600, "upload": period}, upload=settings)
-
-
-@contextmanager
-def running(config: dict[str, Any], start: bool = True) -> Iterator[tuple[Gateway, Sensor, Upload]]:
-    """A gateway with a Sensor and an Upload; stopped and its uuApp connections closed afterwards."""
-    gateway = Gateway(config, lambda c, u: [Sensor(c["gateway"], u), Upload(c["gateway"], u)])
-    sensor, upload = gateway.modules
-    try:
-        if start:
-            gateway.start()
-        yield gateway, sensor, upload
-    finally:
-        gateway.stop()
-        sensor.close_storage()
-        if gateway.uuapp_client is not None:
-            gateway.uuapp_client.close()
-
-
-def delivered(fake: FakeUuApp) -> list[int]:
-    """Ids the fake accepted, in arrival order (duplicates kept), answered or not."""
-    ids: list[int] = []
-    for record in fake.for_cmd(UPLOAD):
-        if not record.processed:
-            continue
-        if isinstance(record.dto, dict) and isinstance(record.dto.get("data"), list):
-            ids += [item["id"] for item in record.dto["data"] if item["id"] not in fake.reject_ids]
-        elif "id" in record.dto:
-            ids.append(int(record.dto["id"]))
-    return ids
 
 
 def test_backlog_goes_out_in_batches_with_stable_ids(fake: FakeUuApp, tmp_path: Path) -> None:
