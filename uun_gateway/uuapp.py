@@ -485,7 +485,7 @@ class UuAppClient:
         dto_in: Mapping[str, Any] | None = None,
         log_level: int = logging.WARNING,
         *,
-        query: bool = True,
+        query: bool = False,
         stop: threading.Event | None = None,
     ) -> RequestResult:
         """Authenticated GET of ``uucmd`` with ``dto_in`` as a JSON body, as uun-iot sends it (``{}``
@@ -572,7 +572,7 @@ class UuCmdSession:
         data: Mapping[str, Any] | None = None,
         log_level: int | None = None,
         *,
-        query: bool = True,
+        query: bool = False,
         stop: threading.Event | None = None,
     ) -> RequestResult:
         """Authenticated GET on this session; see :meth:`UuAppClient.get`."""
