@@ -134,6 +134,8 @@ class SourceState:
     warned_missing: bool = False
     batch_entries: int = 0
     """Entries per batch now (grows while the backlog is large)."""
+    fits: int = 0
+    """Entries that filled a batch to ``maxBatchBytes`` in the last round (0: none did)."""
     gzip_refused: bool = False
     prepared: dict[int, Batch] = field(default_factory=dict)
     """Batches encoded for an attempt that failed, by first entry id: sent again as they were."""
@@ -293,6 +295,7 @@ class Upload(Module):
         max_bytes = int(settings.get("maxBatchBytes", self._c("maxBatchBytes", DEFAULT_MAX_BATCH_BYTES)))
         size = max(base, state.batch_entries)
         want = size * pipeline
+        state.fits = 0
         entries = storage.oldest(min(want, limit) if limit else want)
         if not entries:
             return False
@@ -307,7 +310,7 @@ class Upload(Module):
         if ok:
             # grow while the backlog holds more than a full round, shrink back once it does not
             full = len(entries) == want and len(storage) > want
-            state.batch_entries = min(MAX_BATCH_ENTRIES, size * 2) if full else base
+            state.batch_entries = min(MAX_BATCH_ENTRIES, size * 2, state.fits or MAX_BATCH_ENTRIES) if full else base
         return ok
 
     def _batches(
@@ -349,6 +352,7 @@ class Upload(Module):
                     {"id": entry.id, "created": iso_utc(entry.created), "data": entry.data}, separators=(",", ":")
                 ).encode()
                 if fragments and total + len(fragment) + 1 > max_bytes:
+                    state.fits = len(fragments)  # what the byte bound allows: read no more per batch
                     break
                 fragments.append(fragment)
                 total += len(fragment) + 1
