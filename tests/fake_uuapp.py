@@ -181,7 +181,11 @@ class _Handler(BaseHTTPRequestHandler):
                 self.end_headers()
                 self.wfile.write(b"{}")
             elif fault == "drip":
-                self._drip(b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: 100000\r\n\r\n")
+                self._drip(
+                    b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: 100014\r\n\r\n"
+                    + b'{"accepted": ['
+                    + b" " * 100000
+                )
             elif fault == "huge":
                 self._huge()
             else:
