@@ -50,7 +50,7 @@ def test_a_redirected_upload_keeps_every_entry(
     fake: FakeUuApp, elsewhere: FakeUuApp, tmp_path: Path, status: str
 ) -> None:
     fake.redirect_to = elsewhere.url
-    fake.fault(status, UPLOAD)
+    fake.fault(status, UPLOAD, count=2)  # both batches of the round (in flight together)
     with running(upload_config(fake, tmp_path, period=3600), start=False) as (_, sensor, upload):
         ids = sensor.storage.extend([{"n": i} for i in range(101)])
         upload.drain()
