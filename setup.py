@@ -51,6 +51,7 @@ setup(
             "config = uun_gateway.modules.remoteconfig:RemoteConfig",
             "onewire = uun_gateway.modules.onewire.module:OneWire",
             "unisenza = uun_gateway.modules.unisenza.module:Unisenza",
+            "mqtt = uun_gateway.modules.mqtt.module:Mqtt",
         ],
     },
 )

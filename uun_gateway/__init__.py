@@ -5,6 +5,7 @@ The public API::
     from uun_gateway import Gateway, Module, on, Storage, RepeatTimer, UuAppClient, UuCmdSession
 """
 
+from .commands import Command, CommandError, command, find_commands
 from .config import load_config
 from .errors import ConfigApplyError, ConfigError, ModuleLoadError, StorageError, UnsupportedEvent, UunGatewayError
 from .events import on
@@ -20,6 +21,8 @@ from .version import __version__
 
 __all__ = [
     "Backoff",
+    "Command",
+    "CommandError",
     "ConfigApplyError",
     "ConfigError",
     "Deadline",
@@ -40,7 +43,9 @@ __all__ = [
     "UunGatewayError",
     "__version__",
     "atomic_write",
+    "command",
     "describe_failure",
+    "find_commands",
     "iso_utc",
     "load_config",
     "module_id_from_str",
