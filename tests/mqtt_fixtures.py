@@ -242,11 +242,16 @@ class Subscriber:
         tls: Any = None,
         username: str | None = None,
         password: str | None = None,
+        client_id: str | None = None,
+        clean: bool = True,
     ) -> None:
         self.messages: list[Received] = []
         self._lock = threading.Lock()
         self._subscribed = threading.Event()
-        self.client = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=f"test-sub-{time.monotonic_ns()}")
+        self.client = mqtt.Client(
+            CallbackAPIVersion.VERSION2, client_id=client_id or f"test-sub-{time.monotonic_ns()}", clean_session=clean
+        )
+        self.client.reconnect_delay_set(0.1, 0.5)
         if tls is not None:
             self.client.tls_set_context(tls)
         if username is not None:

@@ -103,7 +103,8 @@ class Delivery:
         self._acks.append((mid, ok, reason))
 
     def reset(self) -> None:
-        """The connection is gone: everything in flight will be sent again."""
+        """The connection is gone (or a new one begins): everything in flight will be sent again,
+        from the oldest stored entry. Idempotent."""
         resent = 0
         for flight in self._inflight.values():
             self.windows[flight.source].resent += len(flight.ids)

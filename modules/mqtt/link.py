@@ -132,6 +132,11 @@ class Link:
             return None
         if info.rc not in (MQTTErrorCode.MQTT_ERR_SUCCESS, MQTTErrorCode.MQTT_ERR_QUEUE_SIZE):
             return None
+        with self._lock:
+            # paho may have noticed a dead socket inside publish() and ended the connection: a mid
+            # of a client that is gone must never be taken for one of the next connection
+            if client is not self._client or self.state != "connected":
+                return None
         return int(info.mid)
 
     def close(self, timeout: float = CLOSE_FLUSH) -> None:

@@ -165,6 +165,8 @@ class Mqtt(Module):
 
     def _on_connected(self) -> None:
         self._health_due = None
+        if self.delivery is not None:
+            self.delivery.reset()  # a new connection starts from the oldest stored entry
         self.connected.set()
 
     def _on_lost(self) -> None:

@@ -83,6 +83,7 @@ CONFIG_SCHEMA: dict[str, Any] = {
                 "additionalProperties": False,
             },
         },
+        "batchSize": {"type": "integer", "minimum": 1, "maximum": 10000, "description": "default entries per message"},
         "maxInflight": {"type": "integer", "minimum": 1, "maximum": 1000, "description": "messages (1..1000)"},
         "healthPeriod": _SECONDS,
         "pollInterval": {"type": "number", "minimum": 0.005, "maximum": 10, "description": "seconds (0.005..10)"},
@@ -194,7 +195,7 @@ def settings_from(section: Mapping[str, Any], identity: str | None = None) -> Se
             module_id=str(mid),
             topic=f"{prefix}/{s.get('topic', f'data/{mid}')}",
             qos=int(s.get("qos", 1)),
-            batch_size=int(s.get("batchSize", DEFAULT_BATCH)),
+            batch_size=int(s.get("batchSize", section.get("batchSize", DEFAULT_BATCH))),
         )
         for mid, s in dict(section.get("sources", {})).items()
     )
