@@ -40,7 +40,7 @@ READY_TIMEOUT = 10.0
 
 
 @dataclass(frozen=True)
-class TestCA:
+class Certificates:
     ca: Path
     server_cert: Path
     server_key: Path
@@ -76,7 +76,7 @@ def _issue(d: Path, name: str, cn: str, ca: str, ext: str | None = None) -> None
     )  # fmt: skip
 
 
-def make_ca(d: Path) -> TestCA:
+def make_ca(d: Path) -> Certificates:
     """Two CAs and certificates issued by them, in ``d`` (openssl, a few hundred ms)."""
     require_program(OPENSSL, "openssl")
     d.mkdir(parents=True, exist_ok=True)
@@ -89,14 +89,14 @@ def make_ca(d: Path) -> TestCA:
     _issue(d, "server", "localhost", "ca", "server.ext")
     _issue(d, "client", "gateway-client", "ca")
     _issue(d, "other-client", "gateway-client", "other-ca")
-    return TestCA(
+    return Certificates(
         d / "ca.crt", d / "server.crt", d / "server.key", d / "client.crt", d / "client.key",
         d / "other-ca.crt", d / "other-client.crt", d / "other-client.key",
     )  # fmt: skip
 
 
 @pytest.fixture(name="test_ca", scope="session")
-def test_ca_fixture(tmp_path_factory: pytest.TempPathFactory) -> TestCA:
+def test_ca_fixture(tmp_path_factory: pytest.TempPathFactory) -> Certificates:
     return make_ca(tmp_path_factory.mktemp("mqtt-ca"))
 
 
@@ -251,7 +251,7 @@ class Subscriber:
         self.client = mqtt.Client(
             CallbackAPIVersion.VERSION2, client_id=client_id or f"test-sub-{time.monotonic_ns()}", clean_session=clean
         )
-        self.client.reconnect_delay_set(0.1, 0.5)
+        self.client.reconnect_delay_set(1, 1)
         if tls is not None:
             self.client.tls_set_context(tls)
         if username is not None:

@@ -221,7 +221,7 @@ class Link:
         if self._index >= len(self.settings.brokers):
             self._index = 0
             wait = self.backoff.failed()
-            self.log.failed(f"{problem}; no broker took the connection, next round in {wait:.0f}s", state=kind)
+            self.log.failed(f"{problem}; no broker took the connection, next round in {wait:.1f}s", state=kind)
         else:
             self.logger.debug("mqtt: %s; trying %s", problem, self.settings.brokers[self._index])
 
@@ -323,9 +323,10 @@ class Link:
 
 
 def _describe(exc: BaseException) -> str:
+    if isinstance(exc, ssl.SSLCertVerificationError):
+        return safe_text(f"certificate verify failed ({exc.verify_message})")
     if isinstance(exc, ssl.SSLError):
-        reason = getattr(exc, "verify_message", None) or getattr(exc, "reason", None) or str(exc)
-        return safe_text(f"TLS: {reason}")
+        return safe_text(f"TLS: {getattr(exc, 'reason', None) or exc}")
     return describe_failure(exc)
 
 
