@@ -2,14 +2,14 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
 from uun_gateway.modules.mqtt.module import Mqtt
 
-from uun_gateway import Gateway, Module
+from uun_gateway import CommandError, Gateway, Module, command
 
 CLIENT_ID = "gw1"
 DATA_TOPIC = f"uun/{CLIENT_ID}/data/sensor"
@@ -27,6 +27,33 @@ class Other(Module):
     """A second producer."""
 
     id = "other"
+
+
+class Thermostat(Module):
+    """A module with commands."""
+
+    id = "thermostat"
+    target = 20.0
+
+    @command(
+        "setpoint",
+        {
+            "type": "object",
+            "required": ["value"],
+            "properties": {"value": {"type": "number", "minimum": 5, "maximum": 30}},
+            "additionalProperties": False,
+        },
+    )
+    def set_setpoint(self, args: Mapping[str, Any]) -> Any:
+        """Set the target temperature."""
+        if args["value"] == 13:
+            raise CommandError("13 is unlucky")
+        self.target = float(args["value"])
+        return {"value": self.target}
+
+    @command("explode")
+    def explode(self, args: Mapping[str, Any]) -> Any:
+        raise RuntimeError("boom")
 
 
 def mqtt_section(*ports: int, **settings: Any) -> dict[str, Any]:

@@ -4,44 +4,16 @@ replies with the correlation id, error replies for bad requests."""
 from __future__ import annotations
 
 import json
-from collections.abc import Callable, Mapping
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 from tests.conftest import wait_for
 from tests.mqtt_fixtures import Mosquitto, Subscriber, broker_factory_fixture  # noqa: F401
-from tests.mqtt_helpers import CLIENT_ID, mqtt_section, running
-from uun_gateway import CommandError, Module, command
+from tests.mqtt_helpers import CLIENT_ID, Thermostat, mqtt_section, running
 
 BrokerFactory = Callable[..., Mosquitto]
 CMD = f"uun/{CLIENT_ID}/cmd"
-
-
-class Thermostat(Module):
-    """A module with commands."""
-
-    id = "thermostat"
-    target = 20.0
-
-    @command(
-        "setpoint",
-        {
-            "type": "object",
-            "required": ["value"],
-            "properties": {"value": {"type": "number", "minimum": 5, "maximum": 30}},
-            "additionalProperties": False,
-        },
-    )
-    def set_setpoint(self, args: Mapping[str, Any]) -> Any:
-        """Set the target temperature."""
-        if args["value"] == 13:
-            raise CommandError("13 is unlucky")
-        self.target = float(args["value"])
-        return {"value": self.target}
-
-    @command("explode")
-    def explode(self, args: Mapping[str, Any]) -> Any:
-        raise RuntimeError("boom")
 
 
 def ask(sub: Subscriber, name: str, body: Any, request_id: str) -> dict[str, Any]:
