@@ -239,10 +239,10 @@ class Delivery:
         if not window.ahead:
             if len(storage) <= len(window.inflight_ids):
                 return []
-            # Read enough to fill the whole window at once: the entries in flight come first
-            # (they are the oldest), so one read per window keeps the cost near one row per entry.
+            # Read a whole window ahead: the entries in flight come first (they are the oldest) and
+            # are read again, so reading a window's worth of fresh ones keeps that to one in two.
             try:
-                rows = storage.oldest(len(window.inflight_ids) + size * max(1, limit - len(self._inflight)))
+                rows = storage.oldest(len(window.inflight_ids) + size * max(1, limit))
             except Exception as exc:
                 assert window.log is not None
                 window.log.failed(f"cannot read the storage: {exc}", state="storage", level=logging.ERROR)
@@ -286,16 +286,16 @@ class Delivery:
 def encode(gateway_id: str, source: str, storage_id: str, batch: list[Entry]) -> bytes:
     """The JSON message of one batch (see the module docstring)."""
     entries: list[dict[str, Any]] = []
+    stamps: dict[float, str] = {}  # entries stored together share their time: format it once
     for e in batch:
+        created = stamps.get(e.created)
+        if created is None:
+            created = stamps[e.created] = iso_utc(e.created)
         if isinstance(e.data, bytes):
-            item = {
-                "id": e.id,
-                "created": iso_utc(e.created),
-                "data": base64.b64encode(e.data).decode(),
-                "encoding": "base64",
-            }
+            entries.append(
+                {"id": e.id, "created": created, "data": base64.b64encode(e.data).decode(), "encoding": "base64"}
+            )
         else:
-            item = {"id": e.id, "created": iso_utc(e.created), "data": e.data}
-        entries.append(item)
+            entries.append({"id": e.id, "created": created, "data": e.data})
     doc = {"gatewayId": gateway_id, "source": source, "storageId": storage_id, "entries": entries}
     return json.dumps(doc, separators=(",", ":"), allow_nan=False).encode()
