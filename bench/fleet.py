@@ -141,7 +141,7 @@ def child(args: argparse.Namespace) -> int:
                 "cpu_s": cpu,
                 "delivery_cpu_s": delivery_cpu,
                 "drain_s": drained_s,
-            }  # fmt: skip
+            }
         ),
         flush=True,
     )
