@@ -58,12 +58,17 @@ class Producer(Module):
     id = "sensor"
     rate = 0
     seconds = 0.0
-    produced = 0
+
+    def __init__(self, config: Any = None, uuclient: Any = None) -> None:
+        super().__init__(config, uuclient)
+        self.produced = 0
+        self.done = threading.Event()
 
     @on("start")
     def produce(self, evs: tuple[threading.Event, threading.Event]) -> None:
         runev, stopev = evs
         if not self.rate:
+            self.done.set()
             return
         per_tick = max(1, round(self.rate * TICK))
         began = time.monotonic()
@@ -75,6 +80,7 @@ class Producer(Module):
             self.storage.extend({"t": 21.5, "seq": self.produced + i} for i in range(per_tick))
             self.produced += per_tick
             n += 1
+        self.done.set()
 
 
 def thread_cpu(name: str) -> float:
@@ -121,9 +127,7 @@ def child(args: argparse.Namespace) -> int:
     began = time.monotonic()
     gateway.start()
     deadline = began + args.seconds + 120
-    while time.monotonic() < deadline and (
-        (args.rate and time.monotonic() - began < args.seconds) or len(producer.storage) > 0
-    ):
+    while time.monotonic() < deadline and (not producer.done.is_set() or len(producer.storage) > 0):
         time.sleep(0.05)
     drained_s = time.monotonic() - began
     delivery_cpu = thread_cpu("start:Mqtt.serve")
@@ -305,7 +309,8 @@ def run_fleet(n: int, args: argparse.Namespace) -> dict[str, Any]:
         "rate_per_gateway": args.rate,
         "produced": produced,
         "received_distinct": received,
-        "lost": produced - received,
+        "left_stored": sum(r["left"] for r in results),
+        "lost": produced - received - sum(r["left"] for r in results),
         "duplicates": duplicates,
         "messages_per_s": round(messages / span, 1) if span > 0 else None,
         "readings_per_s": round(received / span) if span > 0 else None,

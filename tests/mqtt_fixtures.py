@@ -451,3 +451,94 @@ def proxy_factory_fixture() -> Iterator[Callable[[int], Proxy]]:
     yield make
     for p in made:
         p.close()
+
+
+# -- RabbitMQ with its MQTT plugin ----------------------------------------------------------------
+
+RABBITMQ_SERVER = "/usr/lib/rabbitmq/bin/rabbitmq-server"
+EPMD = "/usr/bin/epmd"
+RABBITMQ_START_TIMEOUT = float(os.environ.get("UUN_TEST_RABBITMQ_TIMEOUT", "150"))
+
+
+class RabbitMQ:
+    """A RabbitMQ node of its own (node name, data dir, AMQP, MQTT, distribution and epmd ports all
+    private to the test) with the MQTT plugin, run as the current user in the foreground.
+    Only ever signals its own pid; :meth:`stop` also ends the epmd it started (on its own port)."""
+
+    def __init__(self, directory: Path) -> None:
+        require_program(RABBITMQ_SERVER, "rabbitmq-server")
+        self.dir = directory
+        self.dir.mkdir(parents=True, exist_ok=True)
+        self.port = free_port()
+        self.epmd_port = free_port()
+        self.node = f"uuntest{self.port}@localhost"
+        (self.dir / "rabbitmq.conf").write_text(
+            f"listeners.tcp.default = 127.0.0.1:{free_port()}\n"
+            f"mqtt.listeners.tcp.default = 127.0.0.1:{self.port}\n"
+            "mqtt.allow_anonymous = true\nloopback_users = none\n"
+        )
+        (self.dir / "enabled_plugins").write_text("[rabbitmq_mqtt].\n")
+        self.env = {
+            **os.environ,
+            "HOME": str(self.dir),
+            "RABBITMQ_NODENAME": self.node,
+            "RABBITMQ_CONFIG_FILE": str(self.dir / "rabbitmq"),
+            "RABBITMQ_ENABLED_PLUGINS_FILE": str(self.dir / "enabled_plugins"),
+            "RABBITMQ_MNESIA_BASE": str(self.dir / "mnesia"),
+            "RABBITMQ_LOG_BASE": str(self.dir / "log"),
+            "RABBITMQ_PID_FILE": str(self.dir / "pid"),
+            "RABBITMQ_DIST_PORT": str(free_port()),
+            "RABBITMQ_LOGS": "-",
+            "ERL_EPMD_PORT": str(self.epmd_port),
+            "ERL_CRASH_DUMP": str(self.dir / "erl_crash.dump"),
+        }
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> RabbitMQ:
+        """Start the node; skip the test (saying why) when it is not up within the CI's budget."""
+        with open(self.dir / f"out.{time.monotonic_ns()}", "ab") as out:
+            self.proc = subprocess.Popen([RABBITMQ_SERVER], env=self.env, cwd=self.dir, stdout=out, stderr=out)
+        deadline = time.monotonic() + RABBITMQ_START_TIMEOUT
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise AssertionError(f"rabbitmq-server exited with {self.proc.returncode}: {self.log_text()[-3000:]}")
+            try:
+                socket.create_connection(("127.0.0.1", self.port), timeout=1).close()
+                return self
+            except OSError:
+                time.sleep(0.2)
+        self.stop()
+        pytest.skip(
+            f"RabbitMQ did not open its MQTT port within {RABBITMQ_START_TIMEOUT:g}s on this machine "
+            "(raise UUN_TEST_RABBITMQ_TIMEOUT on a slow CI runner)"
+        )
+
+    def stop(self) -> None:
+        proc, self.proc = self.proc, None
+        if proc is not None:
+            if proc.poll() is None:
+                proc.send_signal(signal.SIGTERM)
+            try:
+                proc.wait(60)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait(10)
+
+    def close(self) -> None:
+        self.stop()
+        if os.access(EPMD, os.X_OK):
+            subprocess.run(
+                [EPMD, "-port", str(self.epmd_port), "-kill"], capture_output=True, env=self.env, check=False
+            )
+
+    def log_text(self) -> str:
+        return "".join(p.read_text(errors="replace") for p in sorted(self.dir.glob("out.*")))
+
+
+@pytest.fixture(name="rabbitmq")
+def rabbitmq_fixture(tmp_path: Path) -> Iterator[RabbitMQ]:
+    node = RabbitMQ(tmp_path / "rabbitmq")
+    try:
+        yield node.start()
+    finally:
+        node.close()
