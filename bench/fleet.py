@@ -7,7 +7,7 @@ Usage (from the repository root)::
 
 ``fleet``: for each N, N gateway processes (each a real ``Gateway`` with a producer module and the
 ``mqtt`` module) append ``--rate`` readings/s each (one entry per reading, in transactions every
-20 ms) for ``--seconds``; a subscriber in this process records every message. Printed per N:
+200 ms) for ``--seconds``; a subscriber in this process records every message. Printed per N:
 messages/s and readings/s received, latency from append (the entry's ``created``) to the
 subscriber p50/p99, RSS per gateway, the CPU a gateway process spends per 1,000 readings (all of
 it, producer and fsyncs included) and that of its delivery thread alone, and readings lost
@@ -46,7 +46,7 @@ from paho.mqtt.enums import CallbackAPIVersion  # noqa: E402
 from uun_gateway import Gateway, Module, on, parse_iso  # noqa: E402
 
 MOSQUITTO = shutil.which("mosquitto") or "/usr/sbin/mosquitto"
-TICK = 0.02
+TICK = 0.2  # a producer appends its readings in one transaction per tick, as a read cycle does
 
 
 # -- the gateway process ---------------------------------------------------------------------------

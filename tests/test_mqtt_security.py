@@ -147,3 +147,22 @@ def test_a_topic_the_acl_denies_keeps_its_entries_and_others_flow(
         assert sub.on("uun/gw1/data/secret") == []
     refused = [r.getMessage() for r in caplog.records if "refused a message" in r.getMessage()]
     assert refused and "Not authorized" in refused[0]
+
+
+def test_a_missing_password_file_is_named_and_retried_with_backoff(
+    tmp_path: Path, broker_factory: BrokerFactory, caplog: pytest.LogCaptureFixture
+) -> None:
+    broker = broker_factory(users={"gw1": "s3cret"})
+    missing = tmp_path / "no-such-password"
+    section = mqtt_section(broker.port, username="gw1", passwordFile=str(missing))
+    caplog.set_level(logging.WARNING, "uun_gateway.module.mqtt")
+    with running(tmp_path, section) as (_, mqtt, sensor):
+        sensor.storage.extend(range(3))
+        assert mqtt.link is not None
+        link = mqtt.link
+        wait_for(lambda: link.backoff.failures >= 3)
+        missing.write_text("s3cret\n")  # read again at the next attempt
+        wait_for(mqtt.connected.is_set, timeout=20)
+        wait_for(lambda: len(sensor.storage) == 0)
+    setup = [r.getMessage() for r in caplog.records if "cannot set up the connection" in r.getMessage()]
+    assert len(setup) == 1 and str(missing) in setup[0]

@@ -196,7 +196,8 @@ class Link:
         try:
             client = self._new_client()
         except (OSError, ssl.SSLError, ValueError) as exc:
-            self._attempt_failed(f"cannot set up the connection: {_describe(exc)}", "setup")
+            where = f"{exc.filename}: " if isinstance(exc, OSError) and exc.filename else ""
+            self._attempt_failed(f"cannot set up the connection: {where}{_describe(exc)}", "setup")
             return
         self.logger.debug("mqtt: connecting to %s", broker)
         try:

@@ -127,6 +127,7 @@ class Mqtt(Module):
         )
         self.delivery, self.link, self.dispatcher = delivery, link, dispatcher
         dispatcher.start()
+        published = 0
         try:
             while runev.is_set():
                 if self._changed.is_set():
@@ -134,11 +135,14 @@ class Mqtt(Module):
                     if fresh != settings:
                         return
                     self._changed.clear()
-                busy = delivery.has_work(link.inflight_limit) if link.connected else False
+                # service the network without waiting only while publishing makes progress, so a
+                # source that cannot be sent from never turns this loop into a busy spin
+                busy = published > 0 and link.connected and delivery.has_work(link.inflight_limit)
                 link.step(0.0 if busy else settings.poll_interval)
                 delivery.process_acks()
+                published = 0
                 if link.connected:
-                    delivery.fill(self._publish_data, link.inflight_limit, Deadline(FILL_BUDGET))
+                    published = delivery.fill(self._publish_data, link.inflight_limit, Deadline(FILL_BUDGET))
                     self._maybe_publish_health(settings, link, delivery)
         finally:
             self.connected.clear()
