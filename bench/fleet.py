@@ -262,6 +262,8 @@ def run_fleet(n: int, args: argparse.Namespace) -> dict[str, Any]:
                     "--batch", str(args.batch), "--inflight", str(args.inflight), "--storage", str(storage),
                     "--backlog", str(args.backlog if not args.rate else 0),
                 ]  # fmt: skip
+                if args.nice:
+                    cmd = ["nice", "-n", str(args.nice), *cmd]
                 procs.append(subprocess.Popen(cmd, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True))
             for p in procs:
                 assert p.stdout is not None
@@ -321,13 +323,21 @@ def run_fleet(n: int, args: argparse.Namespace) -> dict[str, Any]:
         "delivery_thread_cpu_ms_per_1000_readings": round(delivery_cpu / max(1, received) * 1e6, 1),
         "gateway_drain_readings_per_s": round(produced / max(r["drain_s"] for r in results)),
         "broker_restarted": bool(args.restart_broker),
+        "gateway_nice": args.nice,
         "span_s": round(span, 2),
     }
 
 
 def run_drain(args: argparse.Namespace) -> int:
     ns = argparse.Namespace(
-        rate=0, seconds=0, qos=1, batch=args.batch, inflight=args.inflight, backlog=args.readings, restart_broker=False
+        rate=0,
+        seconds=0,
+        qos=1,
+        batch=args.batch,
+        inflight=args.inflight,
+        backlog=args.readings,
+        restart_broker=False,
+        nice=0,
     )
     mqtt_result = run_fleet(1, ns)
     mqtt_result["drain_readings_per_s"] = mqtt_result.pop("readings_per_s")
@@ -360,6 +370,13 @@ def main() -> int:
     fleet.add_argument("--batch", type=int, default=500)
     fleet.add_argument("--inflight", type=int, default=20)
     fleet.add_argument("--restart-broker", action="store_true")
+    fleet.add_argument(
+        "--nice",
+        type=int,
+        default=0,
+        help="run the gateways at this niceness, so that the broker and the subscriber (their own machines "
+        "in a real fleet) are not starved by N gateways sharing this machine's cores",
+    )
     drain = sub.add_parser("drain")
     drain.add_argument("--readings", type=int, default=100_000)
     drain.add_argument("--batch", type=int, default=500)

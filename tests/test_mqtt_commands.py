@@ -87,3 +87,16 @@ def test_config_command_applies_through_reconfigure_and_refuses_invalid(
         wait_for(lambda: len(sub.ids(f"uun/{CLIENT_ID}/data/moved")) == 5)
         args_bad = ask(sub, "config", {"id": "c3", "args": {"gateway": 5}}, "c3")
         assert not args_bad["ok"] and "args.gateway" in args_bad["error"]
+
+
+def test_a_retained_command_is_not_run(tmp_path: Path, broker_factory: BrokerFactory) -> None:
+    broker = broker_factory()
+    with Subscriber(broker.port, [f"{CMD}/+/result"]) as sub:
+        sub.publish(f"{CMD}/thermostat.setpoint", b'{"id": "r1", "args": {"value": 25}}', retain=True)
+        with running(tmp_path, mqtt_section(broker.port), Thermostat) as (gateway, mqtt, _):
+            wait_for(mqtt.connected.is_set)
+            thermostat = next(m for m in gateway.modules if isinstance(m, Thermostat))
+            # a later, live command is answered; by then the retained one was seen and ignored
+            assert ask(sub, "thermostat.setpoint", {"id": "r2", "args": {"value": 6}}, "r2")["ok"]
+            assert thermostat.target == 6
+            assert [m.json()["id"] for m in sub.on(f"{CMD}/thermostat.setpoint/result")] == ["r2"]

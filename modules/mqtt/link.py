@@ -303,6 +303,12 @@ class Link:
         except UnicodeDecodeError:
             self.logger.warning("mqtt: a message with a topic that is not UTF-8 was ignored")
             return
+        if message.retain:
+            # a retained command would run again at every connect
+            self.logger.warning(
+                "mqtt: a retained message on %s was ignored (commands must not be retained)", safe_text(topic)
+            )
+            return
         self._call(self._on_message, topic, bytes(message.payload), getattr(message, "properties", None))
 
     def _guarded(self, func: Callable[..., None]) -> Callable[..., None]:

@@ -145,9 +145,10 @@ class Mqtt(Module):
                     published = delivery.fill(self._publish_data, link.inflight_limit, Deadline(FILL_BUDGET))
                     self._maybe_publish_health(settings, link, delivery)
         finally:
+            # the command running now (a config update, say) still sends its reply on this link
+            dispatcher.stop(STOP_JOIN)
             self.connected.clear()
             link.close()
-            dispatcher.stop(STOP_JOIN)
 
     def _publish_data(self, topic: str, payload: bytes, qos: int) -> int | None:
         link = self.link
