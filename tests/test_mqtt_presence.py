@@ -21,8 +21,11 @@ BrokerFactory = Callable[..., Mosquitto]
 
 def test_status_is_retained_online_then_offline_on_stop(tmp_path: Path, broker_factory: BrokerFactory) -> None:
     broker = broker_factory()
-    with running(tmp_path, mqtt_section(broker.port)) as (_, mqtt, _):
-        wait_for(mqtt.connected.is_set)
+    with (
+        Subscriber(broker.port, [STATUS_TOPIC, HEALTH_TOPIC]) as early,
+        running(tmp_path, mqtt_section(broker.port)),
+    ):
+        wait_for(lambda: early.on(STATUS_TOPIC) and early.on(HEALTH_TOPIC))  # both published
         with Subscriber(broker.port, [STATUS_TOPIC, HEALTH_TOPIC]) as late:
             wait_for(lambda: late.on(STATUS_TOPIC) and late.on(HEALTH_TOPIC))
             assert late.on(STATUS_TOPIC)[0].payload == b"online" and late.on(STATUS_TOPIC)[0].retain
