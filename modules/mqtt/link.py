@@ -29,6 +29,7 @@ ONLINE = b"online"
 OFFLINE = b"offline"
 FAILBACK_PROBE_TIMEOUT = 1.0
 CLOSE_FLUSH = 1.0
+HANDSHAKE_TIMEOUT = 5.0
 
 OnPublished = Callable[[int, bool, str], None]
 OnMessage = Callable[[str, bytes, Any], None]
@@ -171,7 +172,9 @@ class Link:
             clean_session=None if v5 else True,
         )
         client.suppress_exceptions = True
-        client.connect_timeout = s.connect_timeout
+        # the TCP and TLS handshakes block the owner's thread: keep them short enough for a prompt
+        # stop; the CONNACK wait after them does not block and gets the whole connectTimeout
+        client.connect_timeout = min(s.connect_timeout, HANDSHAKE_TIMEOUT)
         client.max_inflight_messages_set(s.max_inflight)
         client.will_set(s.status_topic, OFFLINE, qos=1, retain=True)
         if s.tls is not None:
