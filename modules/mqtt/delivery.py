@@ -38,6 +38,8 @@ Publish = Callable[[str, bytes, int], "int | None"]
 StorageOf = Callable[[str], "Storage | None"]
 Record = Callable[[str, bool, "str | None"], None]
 
+DELETE_INTERVAL = 0.25
+DELETE_BATCH = 2000
 SOURCE_BACKOFF_INITIAL = 1.0
 SOURCE_BACKOFF_MAX = 60.0
 
@@ -88,6 +90,9 @@ class Delivery:
         }
         self._inflight: dict[int, InFlight] = {}
         self._acks: list[tuple[int, bool, str]] = []
+        self._acknowledged: dict[str, list[int]] = {}
+        self._waiting = 0
+        self._delete_due: Deadline | None = None
         self._turn = 0
         self._warned_missing: set[str] = set()
 
@@ -105,6 +110,7 @@ class Delivery:
     def reset(self) -> None:
         """The connection is gone (or a new one begins): everything in flight will be sent again,
         from the oldest stored entry. Idempotent."""
+        self.process_acks(flush=True)  # what the broker did acknowledge goes before anything is re-read
         resent = 0
         for flight in self._inflight.values():
             self.windows[flight.source].resent += len(flight.ids)
@@ -118,36 +124,51 @@ class Delivery:
 
     # -- work of the owner thread --------------------------------------------------------------
 
-    def process_acks(self) -> int:
-        """Delete the entries of acknowledged messages (one storage transaction per source);
-        return how many entries were acknowledged."""
-        if not self._acks:
-            return 0
+    def process_acks(self, *, flush: bool = False) -> int:
+        """Take in the PUBACKs that arrived and delete the acknowledged entries; return how many
+        were deleted.
+
+        Deletions are durable transactions (an fsync each), so they are grouped: one per source
+        every :data:`DELETE_INTERVAL` seconds, or at once when :data:`DELETE_BATCH` entries wait
+        or ``flush`` is given. Until then the acknowledged entries count as in flight (they are
+        never read again). A crash in between means they are sent once more: never lost.
+        """
         acks, self._acks = self._acks, []
-        done: dict[str, list[int]] = {}
         for mid, ok, reason in acks:
             flight = self._inflight.pop(mid, None)
             if flight is None:
                 continue
             window = self.windows[flight.source]
-            window.inflight_ids.difference_update(flight.ids)
             if ok:
-                done.setdefault(flight.source, []).extend(flight.ids)
-            else:
-                window.refused += 1
-                window.ahead.clear()
-                wait = window.backoff.failed()
-                assert window.log is not None
-                window.log.failed(
-                    f"the broker refused a message on {window.settings.topic} ({reason}); "
-                    f"its {len(flight.ids)} entries are kept, retrying in {wait:.0f}s",
-                    level=logging.ERROR,
-                )
-                self._record(flight.source, False, f"broker refused: {reason}")
+                self._acknowledged.setdefault(flight.source, []).extend(flight.ids)
+                self._waiting += len(flight.ids)
+                continue
+            window.inflight_ids.difference_update(flight.ids)
+            window.refused += 1
+            window.ahead.clear()
+            wait = window.backoff.failed()
+            assert window.log is not None
+            window.log.failed(
+                f"the broker refused a message on {window.settings.topic} ({reason}); "
+                f"its {len(flight.ids)} entries are kept, retrying in {wait:.0f}s",
+                level=logging.ERROR,
+            )
+            self._record(flight.source, False, f"broker refused: {reason}")
+        if not self._acknowledged:
+            return 0
+        if self._delete_due is None:
+            self._delete_due = Deadline(DELETE_INTERVAL)
+        if not (flush or self._waiting >= DELETE_BATCH or self._delete_due.expired()):
+            return 0
+        return self._delete()
+
+    def _delete(self) -> int:
+        done, self._acknowledged, self._waiting, self._delete_due = self._acknowledged, {}, 0, None
         count = 0
         now = time.time()
         for source, ids in done.items():
             window = self.windows[source]
+            window.inflight_ids.difference_update(ids)
             storage = self._storage(source)
             if storage is None:
                 continue

@@ -148,6 +148,7 @@ class Mqtt(Module):
             # the command running now (a config update, say) still sends its reply on this link
             dispatcher.stop(STOP_JOIN)
             self.connected.clear()
+            delivery.process_acks(flush=True)
             link.close()
 
     def _publish_data(self, topic: str, payload: bytes, qos: int) -> int | None:
