@@ -6,8 +6,9 @@ For each source, the oldest entries not yet in flight are published as one JSON 
      "entries": [{"id": 17, "created": "2026-12-01T12:00:00.250Z", "data": <entry>}, ...]}
 
 A ``bytes`` entry carries ``"data": "<base64>"`` and ``"encoding": "base64"``. At QoS 1 the
-entries of a message are deleted from their storage only when the broker's PUBACK for that
-message arrived (a PUBACK with an MQTT 5 failure reason deletes nothing); at QoS 0 they are
+entries of a message are deleted from their storage only after the broker's PUBACK for that
+message arrived (grouped, see :meth:`Delivery.process_acks`; a PUBACK with an MQTT 5 failure
+reason deletes nothing); at QoS 0 they are
 deleted as soon as the message was handed to the connection (at most once). In flight at any time:
 at most the link's in-flight limit of messages, shared round-robin by the sources. When the
 connection is lost, everything in flight is forgotten and sent again, from the oldest stored entry,
