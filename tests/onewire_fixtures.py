@@ -22,7 +22,7 @@ from pathlib import Path
 import pytest
 from pyownet import protocol  # type: ignore[import-untyped]
 
-from tests.conftest import require_program
+from tests.helpers import require_program
 
 OWSERVER = shutil.which("owserver") or "/usr/bin/owserver"
 READY_TIMEOUT = 5.0

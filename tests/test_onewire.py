@@ -35,7 +35,7 @@ from uun_gateway.modules.onewire.cli import EXIT_UNREACHABLE, register
 from uun_gateway.modules.onewire.families import properties_for, reading_names
 from uun_gateway.modules.onewire.reader import PowerOnFilter
 
-from tests.conftest import wait_for
+from tests.helpers import wait_for
 from tests.onewire_fixtures import (
     MSG_READ,
     MSG_WRITE,

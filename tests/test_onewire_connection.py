@@ -10,7 +10,7 @@ from typing import Any
 
 from uun_gateway.modules.onewire import OneWire, OwServer, ServerAddress, ServerUnavailable
 
-from tests.conftest import wait_for
+from tests.helpers import wait_for
 from tests.onewire_fixtures import (
     MSG_READ,
     Drip,
