@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -29,10 +30,11 @@ from uun_gateway.readings import PointInfo, Reading
 from uun_gateway.storage import Storage
 
 if TYPE_CHECKING:
+    from tests.mqtt_fixtures import Mosquitto
     from tests.onewire_fixtures import Owserver
 
 # onewire_fixtures as a plugin, not imported at the top, so that pytest rewrites its asserts
-pytest_plugins = ["tests.uuapp_fixtures", "tests.onewire_fixtures"]
+pytest_plugins = ["tests.uuapp_fixtures", "tests.onewire_fixtures", "tests.mqtt_fixtures"]
 
 # the cloud double's fixtures, as tests/test_unisenza_module.py uses them
 ca, shared_env, cloud = fixtures.ca, fixtures.shared_env, fixtures.cloud
@@ -405,3 +407,21 @@ def test_the_alarms_storage_is_placed_with_module_backup_storage(tmp_path: Path)
     config["gateway"]["moduleBackupStorage"] = {"alarms": str(tmp_path / "alarms")}
     with pytest.raises(ConfigError, match=r"gateway\.moduleBackupStorage\.alarms: .* is a directory"):
         Gateway(config, init)
+
+
+def test_transitions_are_sent_by_the_mqtt_uplink(tmp_path: Path, broker_factory: Callable[..., Mosquitto]) -> None:
+    """The MQTT uplink finds the ``alarms`` source among the host's services, as upload does."""
+    from tests.mqtt_fixtures import Subscriber
+    from tests.mqtt_helpers import CLIENT_ID, mqtt_section
+    from uun_gateway.modules.mqtt.module import Mqtt
+
+    broker = broker_factory()
+    topic = f"uun/{CLIENT_ID}/data/alarms"
+    config = config_for(tmp_path, [HOT])
+    config["gateway"]["mqtt"] = mqtt_section(broker.port, sources={"alarms": {"batchSize": 10}})
+    with Subscriber(broker.port, [topic]) as sub:
+        with Gateway(config, lambda c, u: [Ramp(c["gateway"]), Mqtt(c["gateway"], u)]):
+            wait_for(lambda: len(sub.entries(topic)) >= 1)
+        [entry] = sub.entries(topic)
+    assert (entry["data"]["rule"], entry["data"]["state"], entry["data"]["value"]) == ("hot", "active", 75.0)
+    assert stored(tmp_path / "alarms.sqlite") == []

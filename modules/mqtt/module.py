@@ -193,8 +193,8 @@ class Mqtt(Module):
     # -- sources -------------------------------------------------------------------------------
 
     def _module_of(self, source: str) -> Any:
-        modules = self.gateway.modules if self.gateway is not None else []
-        return next((m for m in modules if getattr(m, "id", None) == source), None)
+        parts = [*self.gateway.modules, *self.gateway.services] if self.gateway is not None else []
+        return next((m for m in parts if getattr(m, "id", None) == source), None)
 
     def _storage_of(self, source: str) -> Storage | None:
         module = self._module_of(source)
