@@ -411,9 +411,10 @@ def test_the_alarms_storage_is_placed_with_module_backup_storage(tmp_path: Path)
 
 def test_transitions_are_sent_by_the_mqtt_uplink(tmp_path: Path, broker_factory: Callable[..., Mosquitto]) -> None:
     """The MQTT uplink finds the ``alarms`` source among the host's services, as upload does."""
+    from uun_gateway.modules.mqtt.module import Mqtt
+
     from tests.mqtt_fixtures import Subscriber
     from tests.mqtt_helpers import CLIENT_ID, mqtt_section
-    from uun_gateway.modules.mqtt.module import Mqtt
 
     broker = broker_factory()
     topic = f"uun/{CLIENT_ID}/data/alarms"
