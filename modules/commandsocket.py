@@ -75,14 +75,13 @@ class CommandSocket(Module):
         return Path(self._c("path", str(default)))
 
     def command_handlers(self) -> dict[str, CommandHandler]:
-        """Every loaded module's and host service's (the alarm service's ``alarms``, ``ack``) command
-        handlers by name, with the built-in ones no module replaces."""
+        """Every loaded module's command handlers by name, with the built-in ones no module replaces."""
         handlers: dict[str, CommandHandler] = {"commands": self._list_commands, "status": self._status}
         for module in self.gateway.modules if self.gateway is not None else [self]:
             for handler in find_handlers(module):
                 if handler.event == "command" and handler.command is not None:
                     handlers[handler.command] = handler.func
-        for service in self.gateway.services if self.gateway is not None else []:
+        for service in self.gateway.services if self.gateway is not None else []:  # e.g. alarms, ack
             handlers.update((h.command, h.func) for h in find_handlers(service) if h.event == "command" and h.command)
         return handlers
 
