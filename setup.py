@@ -56,6 +56,7 @@ setup(
         ],
         "uun_gateway.commands": [
             "alarms = uun_gateway.alarms:register",
+            "mqtt = uun_gateway.modules.mqtt.cli:register",
             "onewire = uun_gateway.modules.onewire.cli:register",
             "unisenza = uun_gateway.modules.unisenza.cli:register",
         ],
