@@ -89,25 +89,33 @@ class ServiceApi:
             self._session.close()
 
 
+def _text(data: Mapping[str, Any], key: str) -> str:
+    """A required field as text; a missing or null one raises (KeyError/ValueError), never "None"."""
+    value = data[key]
+    if value is None:
+        raise ValueError(f"{key} is null")
+    return str(value)
+
+
 def _gateway_attributes(data: Mapping[str, Any]) -> GatewayAttributes:
     receiver = data["occupants_permissions"]["receiver_occupant"]
     return GatewayAttributes(
-        id=str(data["id"]),
+        id=_text(data, "id"),
         type=DeviceType.GATEWAY,
-        device_code=str(data["device_code"]),
+        device_code=_text(data, "device_code"),
         model=str(data.get("model") or ""),
-        name=str(data.get("name") or data["device_code"]),
-        occupant=Occupant(id=str(receiver["id"]), identity_id=str(receiver["identity_id"])),
+        name=str(data.get("name") or _text(data, "device_code")),
+        occupant=Occupant(id=_text(receiver, "id"), identity_id=_text(receiver, "identity_id")),
     )
 
 
 def _hvac_attributes(data: Mapping[str, Any]) -> HvacAttributes:
     return HvacAttributes(
-        id=str(data["id"]),
+        id=_text(data, "id"),
         type=DeviceType.HVAC,
-        device_code=str(data["device_code"]),
+        device_code=_text(data, "device_code"),
         model=str(data.get("model") or ""),
-        name=str(data.get("name") or data["device_code"]),
+        name=str(data.get("name") or _text(data, "device_code")),
     )
 
 
