@@ -41,6 +41,7 @@ setup(
             "ruff>=0.4",
             "types-requests",
             "types-jsonschema",
+            "wheel",  # tests/test_readme_example.py builds the README's example without build isolation
         ],
     },
     entry_points={
