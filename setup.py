@@ -41,7 +41,7 @@ setup(
             "ruff>=0.4",
             "types-requests",
             "types-jsonschema",
-            "wheel",  # tests/test_readme_example.py builds the README's example without build isolation
+            "setuptools>=70.1",  # tests/test_readme_example.py builds the README's example offline (bdist_wheel built in)
         ],
     },
     entry_points={
@@ -52,6 +52,10 @@ setup(
             "config = uun_gateway.modules.remoteconfig:RemoteConfig",
             "onewire = uun_gateway.modules.onewire.module:OneWire",
             "unisenza = uun_gateway.modules.unisenza.module:Unisenza",
+        ],
+        "uun_gateway.commands": [
+            "onewire = uun_gateway.modules.onewire.cli:register",
+            "unisenza = uun_gateway.modules.unisenza.cli:register",
         ],
     },
 )

@@ -49,7 +49,7 @@ from tests.onewire_fixtures import (
     owserver_fixture,  # noqa: F401
     tree_handler,
 )
-from uun_gateway import ConfigError, Gateway
+from uun_gateway import Commands, ConfigError, Gateway
 
 TESTER = ["28", "28", "10", "26", "1D", "29"]
 TESTER_VALUES = sum(len(properties_for(fam)) for fam in TESTER)
@@ -537,7 +537,7 @@ def test_config_schema_rejects_bad_values(tmp_path: Path) -> None:
 
 def _cli(*argv: str) -> tuple[int, str, str]:
     parser = argparse.ArgumentParser(prog="uun-gateway")
-    register(parser.add_subparsers(dest="command", required=True))
+    register(Commands(parser.add_subparsers(dest="command", required=True)))
     args = parser.parse_args(["onewire", "scan", *argv])
     out, err = io.StringIO(), io.StringIO()
     code = args.func(args, out, err)

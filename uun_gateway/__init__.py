@@ -6,12 +6,15 @@ The public API::
 """
 
 from .config import load_config
+from .config import validate as validate_config
 from .errors import ConfigApplyError, ConfigError, ModuleLoadError, StorageError, UnsupportedEvent, UunGatewayError
 from .events import on
 from .files import atomic_write
 from .gateway import Gateway
+from .host import ModuleHost
 from .module import Module, ModuleStats, module_id_from_str
 from .outage import Backoff, Deadline, StateLog, describe_failure, safe_text
+from .plugins import Commands
 from .storage import Entry, Storage
 from .timers import RepeatTimer
 from .timestamps import iso_utc, parse_iso
@@ -20,12 +23,14 @@ from .version import __version__
 
 __all__ = [
     "Backoff",
+    "Commands",
     "ConfigApplyError",
     "ConfigError",
     "Deadline",
     "Entry",
     "Gateway",
     "Module",
+    "ModuleHost",
     "ModuleLoadError",
     "ModuleStats",
     "RepeatTimer",
@@ -47,4 +52,5 @@ __all__ = [
     "on",
     "parse_iso",
     "safe_text",
+    "validate_config",
 ]

@@ -10,21 +10,19 @@ import os
 import signal
 import sqlite3
 import sys
-import threading
 from collections.abc import Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from .errors import ConfigError, ModuleLoadError, StorageError, UunGatewayError
+from .errors import EX_CONFIG, EX_SOFTWARE, ConfigError, ModuleLoadError, StorageError, UunGatewayError
 from .gateway import Gateway
-from .plugins import available_module_ids, load_module_class
+from .plugins import Commands, command_entry_points, load_command
+from .signals import STOP_SIGNALS, StopRequest, signal_name
 from .storage import Storage
 from .systemd import JournalFormatter
 from .version import __version__
 
-EX_CONFIG = 78  # sysexits.h: the unit's RestartPreventExitStatus
-EX_SOFTWARE = 70
 logger = logging.getLogger("uun_gateway.cli")
 
 
@@ -77,30 +75,26 @@ def cmd_run(args: argparse.Namespace) -> int:
         return gateway
     from .systemd import SystemdNotifier
 
-    stop_requested = threading.Event()
-    exit_code = 0
+    stop = StopRequest()
 
     def on_signal(sig: int, frame: Any) -> None:
-        nonlocal exit_code
-        if stop_requested.is_set():
-            logger.warning("%s received while stopping; already stopping", signal.Signals(sig).name)
-            return
-        logger.info("%s received, stopping", signal.Signals(sig).name)
-        exit_code = 1 if sig == signal.SIGUSR1 else 0
-        stop_requested.set()
+        if stop.receive(sig):
+            logger.info("%s received, stopping", signal_name(sig))
+        else:
+            logger.warning("%s received while stopping; already stopping", signal_name(sig))
 
-    for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGUSR1, signal.SIGUSR2):
+    for sig in STOP_SIGNALS:
         signal.signal(sig, on_signal)
     notifier = SystemdNotifier.from_env(gateway)
     try:
         gateway.start()
         notifier.ready()
-        stop_requested.wait()
+        stop.requested.wait()
     finally:
         notifier.stopping()
         gateway.stop()
         notifier.close()
-    return exit_code
+    return stop.exit_code
 
 
 def cmd_storage(args: argparse.Namespace) -> int:
@@ -198,11 +192,15 @@ def build_parser() -> argparse.ArgumentParser:
     storage.add_argument("--show", type=_count, default=10, metavar="N", help="how many of the oldest entries (10)")
     storage.set_defaults(func=cmd_storage)
 
-    for module_id in available_module_ids():
-        try:
-            load_module_class(module_id).register_cli(sub)
-        except (ModuleLoadError, AttributeError):
+    commands = Commands(sub)
+    for entry_point in command_entry_points().values():
+        register = load_command(entry_point)
+        if register is None:
             continue
+        try:
+            register(commands)
+        except Exception as exc:
+            logger.warning("command %r (%s) failed to register: %s", entry_point.name, entry_point.value, exc)
     return parser
 
 

@@ -279,6 +279,21 @@ def saved_update_path(config_path: Path) -> Path:
     return Path(state.split(":")[0]) / "remote-config.json" if state else config_path
 
 
+def read_saved_update(path: Path) -> dict[str, Any]:
+    """The ``gateway`` section of a remote update saved at ``path`` (see :func:`saved_update_path`).
+    Raises :class:`ConfigError` naming the file when it cannot be read or has no such section."""
+    saved = load_config(path)
+    if not isinstance(saved.get("gateway"), dict):
+        raise ConfigError(["gateway: expected an object"], str(path))
+    return dict(saved["gateway"])
+
+
+def save_update(target: Path, config_path: Path | None, config: Mapping[str, Any]) -> None:
+    """Persist an applied remote update atomically: the whole ``config`` over the config file when
+    ``target`` is it, else only its ``gateway`` section (the saved update). Raises :class:`OSError`."""
+    save_config_atomically(target, config if target == config_path else {"gateway": config["gateway"]})
+
+
 def save_config_atomically(path: str | os.PathLike[str], config: Mapping[str, Any]) -> None:
     """Replace the file at ``path`` with ``config`` so that it is, at every instant, either the old
     or the new complete file. The file's mode is kept (new files get 0600: configs hold secrets)."""

@@ -6,39 +6,24 @@ import logging
 import threading
 import time
 from collections.abc import Callable, Mapping
-from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar
 
 from .config import validate_section
 from .errors import ConfigError
-from .storage import Storage
+from .storage import Storage, storage_location
 
 if TYPE_CHECKING:
-    import argparse
-
-    from .gateway import Gateway
+    from .host import ModuleHost
     from .uuapp import UuAppClient
 
 logger = logging.getLogger(__name__)
 
 _MISSING: Any = object()
-DEFAULT_STORAGE_DIR = "storage"
 
 
 def module_id_from_str(name: str) -> str:
     """uun-iot's module id rule: the first letter lowercased (``WeatherConditions`` -> ``weatherConditions``)."""
     return name[:1].lower() + name[1:]
-
-
-def storage_location(gateway: Mapping[str, Any], module_id: str) -> tuple[Path, int]:
-    """The storage file and entry limit of module ``module_id`` under the ``gateway`` section:
-    ``moduleBackupStorage.<id>`` (a path or ``{"path", "limit"}``), else ``<storageDir>/<id>.sqlite``."""
-    setting = gateway.get("moduleBackupStorage", {}).get(module_id)
-    if isinstance(setting, Mapping):
-        return Path(setting["path"]), int(setting.get("limit", 0))
-    if setting is None:
-        return Path(gateway.get("storageDir", DEFAULT_STORAGE_DIR)) / f"{module_id}.sqlite", 0
-    return Path(setting), 0
 
 
 class ModuleStats:
@@ -80,9 +65,14 @@ class Module:
     - ``timer_defaults``: default periods of its tick timers (key ``None`` for a plain ``@on("tick")``),
       used when ``gateway.moduleTimers.<id>`` does not name them.
 
-    Set by the gateway that loads the module: ``gateway`` (None outside a gateway). ``stats`` holds
-    the module's counters. Constructing a module does no I/O (the storage is opened on first use);
-    it raises :class:`ConfigError` when its section does not match ``config_schema``.
+    Set by the host that loads the module (:meth:`attach`): ``gateway``, a
+    :class:`~uun_gateway.host.ModuleHost` (None outside a gateway). ``stats`` holds the module's
+    counters. Constructing a module does no I/O (the storage is opened on first use); it raises
+    :class:`ConfigError` when its section does not match ``config_schema``.
+
+    Plugin command-line commands are registered apart from the class (entry-point group
+    ``uun_gateway.commands``, see :class:`~uun_gateway.plugins.Commands`), so that running the
+    gateway never imports them.
     """
 
     id: ClassVar[str] = "module"
@@ -101,15 +91,40 @@ class Module:
             if errors:
                 raise ConfigError(errors)
         self.uuclient = uuclient
-        self.gateway: Gateway | None = None
+        self.gateway: ModuleHost | None = None
         self.stats = ModuleStats()
+        self._own_stop = threading.Event()
         self.logger = logging.getLogger(f"uun_gateway.module.{self.id}")
         self._storage_lock = threading.Lock()
         self._storage_obj: Storage | None = None
 
-    @classmethod
-    def register_cli(cls, subparsers: argparse._SubParsersAction[Any]) -> None:
-        """Add the module's own ``uun-gateway <subcommand>``; the default adds none."""
+    # -- the host's side ----------------------------------------------------------------------
+
+    def attach(self, host: ModuleHost) -> None:
+        """Called once by the host that loads this module, before it starts."""
+        self.gateway = host
+
+    @property
+    def stop_event(self) -> threading.Event:
+        """Set when the module must stop: the host's ``stopev`` under a host, else an event of its
+        own that :meth:`request_stop` sets. A long tick handler waits on it instead of sleeping."""
+        return self.gateway.stopev if self.gateway is not None else self._own_stop
+
+    def request_stop(self) -> None:
+        """Set :attr:`stop_event` of a module running without a host (under one, the host's stop does)."""
+        self._own_stop.set()
+
+    def replace_config(self, gateway_section: Mapping[str, Any]) -> None:
+        """Use ``gateway_section`` from now on (the host calls it before the ``@on("update")`` handlers
+        run); an already opened storage stays where it is until it is closed."""
+        self._config = gateway_section
+
+    def stored_count(self) -> int | None:
+        """Entries in this module's storage, or None when the storage was never opened (or is closed):
+        asking never opens a storage."""
+        with self._storage_lock:
+            opened = self._storage_obj
+        return len(opened) if opened is not None and not opened.closed else None
 
     # -- configuration ---------------------------------------------------------------------------
 

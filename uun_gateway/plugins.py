@@ -1,15 +1,22 @@
-"""Finding module classes: built-in and third-party modules register in the entry-point group
-``uun_gateway.modules`` as ``<moduleId> = package.module:Class``."""
+"""Finding plugins through entry points, without importing them.
+
+- ``uun_gateway.modules``: module classes, ``<moduleId> = package.module:Class``;
+- ``uun_gateway.commands``: command-line commands, ``<command> = package.cli:register``, where
+  ``register(commands: Commands)`` adds the command with :meth:`Commands.add`.
+"""
 
 from __future__ import annotations
 
+import argparse
 import logging
-from importlib.metadata import entry_points
+from collections.abc import Callable
+from importlib.metadata import EntryPoint, entry_points
 from typing import Any
 
 from .errors import ModuleLoadError
 
 GROUP = "uun_gateway.modules"
+COMMANDS_GROUP = "uun_gateway.commands"
 logger = logging.getLogger(__name__)
 
 
@@ -35,3 +42,38 @@ def load_module_class(module_id: str) -> type[Any]:
             f"module {module_id!r} ({matches[0].value}) has id {cls.id!r}; the entry point must be named after the id"
         )
     return cls  # type: ignore[no-any-return]
+
+
+class Commands:
+    """What a plugin's ``register(commands)`` gets to add its ``uun-gateway <name>`` command.
+
+    :meth:`add` returns the command's :class:`argparse.ArgumentParser`; the plugin adds its arguments
+    (and subcommands) to it and sets ``func``, a ``(args: argparse.Namespace) -> int`` returning the
+    exit code: ``parser.set_defaults(func=handler)``.
+    """
+
+    def __init__(self, subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+        self._subparsers = subparsers
+
+    def add(self, name: str, help: str) -> argparse.ArgumentParser:
+        """Add the command ``name`` (``help``: one line for ``uun-gateway --help``)."""
+        return self._subparsers.add_parser(name, help=help, description=help)
+
+
+def command_entry_points() -> dict[str, EntryPoint]:
+    """The registered plugin commands by name, without importing any of them."""
+    return {ep.name: ep for ep in sorted(entry_points(group=COMMANDS_GROUP), key=lambda ep: ep.name)}
+
+
+def load_command(entry_point: EntryPoint) -> Callable[[Commands], None] | None:
+    """Import a plugin command's ``register`` function; None (after a logged warning naming the
+    plugin) when it cannot be imported or is not callable."""
+    try:
+        register = entry_point.load()
+    except Exception as exc:
+        logger.warning("command %r (%s) cannot be loaded: %s", entry_point.name, entry_point.value, exc)
+        return None
+    if not callable(register):
+        logger.warning("command %r (%s) is not a function; skipped", entry_point.name, entry_point.value)
+        return None
+    return register  # type: ignore[no-any-return]

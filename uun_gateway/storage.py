@@ -9,7 +9,7 @@ import sqlite3
 import threading
 import time
 import uuid
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -382,3 +382,43 @@ def _fsync_dir(path: Path) -> None:
         os.fsync(fd)
     finally:
         os.close(fd)
+
+
+# -- where a module's storage lives, and whether the gateway can use that place ----------------------
+
+DEFAULT_STORAGE_DIR = "storage"
+
+
+def storage_location(gateway: Mapping[str, Any], module_id: str) -> tuple[Path, int]:
+    """The storage file and entry limit of module ``module_id`` under the ``gateway`` section:
+    ``moduleBackupStorage.<id>`` (a path or ``{"path", "limit"}``), else ``<storageDir>/<id>.sqlite``."""
+    setting = gateway.get("moduleBackupStorage", {}).get(module_id)
+    if isinstance(setting, Mapping):
+        return Path(setting["path"]), int(setting.get("limit", 0))
+    if setting is None:
+        return Path(gateway.get("storageDir", DEFAULT_STORAGE_DIR)) / f"{module_id}.sqlite", 0
+    return Path(setting), 0
+
+
+def storage_setting_key(gateway: Mapping[str, Any], module_id: str) -> str:
+    """The config key that decides where ``module_id``'s storage lives (for error messages)."""
+    if module_id in gateway.get("moduleBackupStorage", {}):
+        return f"gateway.moduleBackupStorage.{module_id}"
+    return "gateway.storageDir"
+
+
+def storage_location_errors(gateway: Mapping[str, Any], module_ids: Iterable[str]) -> list[str]:
+    """Storage locations of ``module_ids`` the gateway could not create or write, one line each
+    naming the config key; checked before anything starts. Does no I/O beyond ``stat``/``access``."""
+    errors = []
+    for module_id in module_ids:
+        path, _ = storage_location(gateway, module_id)
+        where = storage_setting_key(gateway, module_id)
+        existing = next(p for p in (path, *path.absolute().parents) if p.exists())
+        if existing == path and path.is_dir():
+            errors.append(f"{where}: {str(path)!r} is a directory; expected a storage file path")
+        elif existing != path and not existing.is_dir():
+            errors.append(f"{where}: cannot create {str(path)!r}: {str(existing)!r} is not a directory")
+        elif not os.access(existing if existing != path else path.parent, os.W_OK | os.X_OK):
+            errors.append(f"{where}: cannot write {str(path)!r}: no write access to {str(existing)!r}")
+    return errors

@@ -5,7 +5,9 @@ from __future__ import annotations
 import argparse
 import math
 import sys
-from typing import Any, TextIO
+from typing import TextIO
+
+from uun_gateway import Commands
 
 from .connection import OwnetError, OwServer, ServerAddress, ServerUnavailable
 from .families import properties_for
@@ -15,9 +17,9 @@ from .scanner import scan
 EXIT_UNREACHABLE = 2
 
 
-def register(subparsers: argparse._SubParsersAction[Any]) -> None:
+def register(commands: Commands) -> None:
     """Add the ``onewire`` command group with its ``scan`` subcommand."""
-    group = subparsers.add_parser("onewire", help="1-wire sensors through owserver")
+    group = commands.add("onewire", help="1-wire sensors through owserver")
     sub = group.add_subparsers(dest="onewire_command", metavar="SUBCOMMAND", required=True)
     scan_cmd = sub.add_parser("scan", help="list the devices of an owserver with their current values")
     scan_cmd.add_argument(

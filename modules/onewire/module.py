@@ -12,7 +12,6 @@ by the next tick after it is back; the first read tick after a (re)connection sc
 
 from __future__ import annotations
 
-import argparse
 import logging
 import threading
 from collections.abc import Callable
@@ -264,12 +263,3 @@ class OneWire(Module):
                 f" (+{more} more)" if more > 0 else "",
             )
         self.events.emit(DeviceValue(reading) for reading in result.readings)
-
-    # -- command line -----------------------------------------------------------------------------
-
-    @classmethod
-    def register_cli(cls, subparsers: argparse._SubParsersAction[Any]) -> None:
-        """Add ``uun-gateway onewire scan [--server HOST:PORT]``."""
-        from .cli import register
-
-        register(subparsers)

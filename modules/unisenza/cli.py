@@ -12,14 +12,13 @@ import math
 import sys
 from typing import Any, TextIO
 
-from uun_gateway import load_config
-from uun_gateway.config import validate
-from uun_gateway.errors import ConfigError
+from uun_gateway import Commands, ConfigError, load_config, validate_config
 
 from .client import Client
 from .errors import AuthenticationError, ClientError
 from .models import Gateway, HvacDevice, enum_name, parse_system_mode
-from .module import CONFIG_SCHEMA, build_client
+from .module import build_client
+from .schema import CONFIG_SCHEMA
 
 EX_CONFIG = 78
 # What the commands need of the config file; the rest of it is the gateway's business.
@@ -38,9 +37,9 @@ _CONFIG_FILE_SCHEMA: dict[str, Any] = {
 }
 
 
-def register(subparsers: argparse._SubParsersAction[Any]) -> None:
+def register(commands: Commands) -> None:
     """Add the ``unisenza`` command with its ``list`` and ``set`` subcommands."""
-    parser = subparsers.add_parser("unisenza", help="Unisenza Plus thermostats: list, set")
+    parser = commands.add("unisenza", help="Unisenza Plus thermostats: list, set")
     sub = parser.add_subparsers(dest="unisenza_command", metavar="SUBCOMMAND", required=True)
 
     common = argparse.ArgumentParser(add_help=False)
@@ -69,7 +68,7 @@ def _seconds(text: str) -> float:
 
 def _open(args: argparse.Namespace) -> Client:
     config = load_config(args.config)
-    errors = validate(config, _CONFIG_FILE_SCHEMA)
+    errors = validate_config(config, _CONFIG_FILE_SCHEMA)
     if errors:
         raise ConfigError(errors, str(args.config))
     section = config["gateway"]["unisenza"]

@@ -13,7 +13,6 @@ new setpoints and wakes the worker, so a remote config update never blocks on th
 
 from __future__ import annotations
 
-import argparse
 import logging
 import threading
 import time
@@ -28,76 +27,10 @@ from .client import Client, ClientOptions
 from .endpoints import Endpoints
 from .errors import AuthenticationError, ClientError
 from .models import HvacDevice, enum_name, parse_system_mode
+from .schema import CONFIG_SCHEMA
 
 log = logging.getLogger(__name__)
 _IDLE_WAIT = 60.0  # the worker is woken by ticks and config updates; this only bounds re-discovery lag
-_NUMBER = {"type": "number", "exclusiveMinimum": 0, "description": "a number > 0 (seconds)"}
-_ENDPOINT_KEYS = (
-    "region", "userPoolId", "clientId", "idpUrl", "identityUrl", "identityProvider", "serviceUrl",
-    "company", "iotHost", "iotPath", "caFile",
-)  # fmt: skip
-
-CONFIG_SCHEMA: dict[str, Any] = {
-    "type": "object",
-    "description": "the Unisenza Plus settings (an object)",
-    "required": ["username"],
-    "anyOf": [{"required": ["password"]}, {"required": ["passwordFile"]}],
-    "properties": {
-        "username": {"type": "string", "minLength": 1, "description": "the cloud account's e-mail"},
-        "password": {
-            "type": "string",
-            "writeOnly": True,
-            "description": "the cloud password, a string (prefer passwordFile)",
-        },
-        "passwordFile": {"type": "string", "minLength": 1, "description": "a file holding the password"},
-        "requestTimeout": _NUMBER,
-        "httpTimeout": _NUMBER,
-        "unavailableAfter": _NUMBER,
-        "thingsPerConnection": {"type": "integer", "minimum": 1, "description": "an integer >= 1"},
-        "reconnectDelay": {
-            "type": "object",
-            "description": '{"min": seconds, "max": seconds}',
-            "properties": {"min": _NUMBER, "max": _NUMBER},
-            "additionalProperties": False,
-        },
-        "retryDelay": {
-            "type": "object",
-            "description": '{"min": seconds, "max": seconds} between failed logins/discoveries',
-            "properties": {"min": _NUMBER, "max": _NUMBER},
-            "additionalProperties": False,
-        },
-        "authRetryDelay": _NUMBER,
-        "refreshEvery": {
-            "type": "integer",
-            "minimum": 0,
-            "description": "ticks between full refreshes (0 = never)",
-        },
-        "rediscoverEvery": _NUMBER,
-        "setpoints": {
-            "type": "object",
-            "description": '{"<device code, id or name>": {"temperature": °C, "mode": "off"|"heat"}}',
-            "additionalProperties": {
-                "type": "object",
-                "description": '{"temperature": °C, "mode": "off"|"heat"}',
-                "properties": {
-                    "temperature": {"type": "number", "description": "a temperature in °C"},
-                    "mode": {"enum": ["off", "heat"], "description": '"off" or "heat"'},
-                },
-                "additionalProperties": False,
-            },
-        },
-        "endpoints": {
-            "type": "object",
-            "description": "an object of cloud endpoint overrides",
-            "properties": {
-                **{key: {"type": "string", "description": "a string"} for key in _ENDPOINT_KEYS},
-                "iotPort": {"type": "integer", "minimum": 1, "maximum": 65535, "description": "a TCP port"},
-            },
-            "additionalProperties": False,
-        },
-    },
-    "additionalProperties": False,
-}
 
 
 def read_password(section: Mapping[str, Any], base: Path | None = None) -> str:
@@ -409,12 +342,3 @@ class Unisenza(Module):
         for c in (client, connecting):
             if c is not None:
                 c.close()  # cuts a login, discovery or connection attempt in progress short
-
-    # -- CLI ---------------------------------------------------------------------------------------
-
-    @classmethod
-    def register_cli(cls, subparsers: argparse._SubParsersAction[Any]) -> None:
-        """Add ``uun-gateway unisenza list`` and ``uun-gateway unisenza set``."""
-        from .cli import register
-
-        register(subparsers)

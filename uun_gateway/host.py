@@ -1,0 +1,38 @@
+"""ModuleHost: what a module may use of the gateway that loaded it (``Module.gateway``).
+
+Built-in and user modules depend on this protocol, never on :class:`~uun_gateway.gateway.Gateway`
+itself, so a module can run under any host that offers it (a test double, a future live module set).
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Mapping, Sequence
+from typing import Any, Protocol
+
+
+class ModuleHost(Protocol):
+    """The host side of a loaded module.
+
+    - ``config``: the whole configuration in effect (replaced, never mutated, on an update);
+    - ``stopev``: set when the host begins to stop; long handlers wait on it to end early;
+    - ``modules``: the loaded module instances, in start order (a snapshot);
+    - :meth:`health`: a JSON-ready status summary (see :meth:`Gateway.health`);
+    - :meth:`reconfigure`: validate, apply and persist a new configuration (see
+      :meth:`Gateway.reconfigure`; raises :class:`~uun_gateway.errors.ConfigError`).
+
+    All of it is thread-safe.
+    """
+
+    @property
+    def config(self) -> Mapping[str, Any]: ...
+
+    @property
+    def stopev(self) -> threading.Event: ...
+
+    @property
+    def modules(self) -> Sequence[Any]: ...
+
+    def health(self) -> dict[str, Any]: ...
+
+    def reconfigure(self, new_config: Mapping[str, Any], *, save: bool = True) -> bool: ...

@@ -1,0 +1,329 @@
+"""The module set: finding installed modules, constructing them, one typed adapter per loaded
+module, the composed config schema, and the checks of config keys against the loaded modules.
+
+:func:`adapt` is the one place that knows a :class:`~uun_gateway.module.Module` from a plain class
+(uun-iot's ``IModule``: any object with an ``id`` and ``@on`` handlers); everything after loading
+sees a :class:`LoadedModule`.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from .config import CORE_GATEWAY_SCHEMA, compose_schema, suggest, validate
+from .errors import ConfigError, ModuleLoadError
+from .events import Handler, find_handlers
+from .host import ModuleHost
+from .module import Module, ModuleStats
+from .plugins import available_module_ids, load_module_class
+from .storage import storage_location_errors
+from .uuapp import UUAPP_SCHEMA, UuAppClient
+
+logger = logging.getLogger(__name__)
+
+ModuleInit = Callable[[dict[str, Any], UuAppClient | None], Any]
+TimerKey = tuple[str, str | None]
+
+
+def configured_module_ids(config: Mapping[str, Any]) -> list[str]:
+    """Ids the config enables: keys of ``gateway.moduleTimers`` and module sections of ``gateway``."""
+    gateway = config.get("gateway", {})
+    timers = gateway.get("moduleTimers", {}) if isinstance(gateway, Mapping) else {}
+    ids = list(timers) if isinstance(timers, Mapping) else []
+    if isinstance(gateway, Mapping):
+        ids += [key for key in gateway if key not in CORE_GATEWAY_SCHEMA]
+    return list(dict.fromkeys(ids))
+
+
+class LoadedModule:
+    """A loaded module as the host sees it, whatever its class.
+
+    ``instance`` is the module object itself (what ``Gateway.modules`` lists); ``handlers`` its
+    ``@on`` handlers; ``stats`` its counters; ``config_schema`` and ``timer_defaults`` what it
+    declares. The methods are what the host does with a module; this base class is the adapter of a
+    plain class, which has no storage the host manages and keeps its config itself.
+    """
+
+    def __init__(
+        self,
+        instance: object,
+        module_id: str,
+        *,
+        stats: ModuleStats | None = None,
+        config_schema: dict[str, Any] | None = None,
+        timer_defaults: Mapping[str | None, float] | None = None,
+    ) -> None:
+        self.instance = instance
+        self.id = module_id
+        self.handlers: list[Handler] = find_handlers(instance)
+        self.stats = stats if stats is not None else ModuleStats()
+        self.config_schema = config_schema
+        self.timer_defaults: Mapping[str | None, float] = dict(timer_defaults or {})
+
+    def of(self, event: str) -> list[Handler]:
+        """The handlers of ``event``, in class definition order."""
+        return [h for h in self.handlers if h.event == event]
+
+    @property
+    def has_storage(self) -> bool:
+        """Whether the host manages a storage for this module (its location is checked at load)."""
+        return False
+
+    def attach(self, host: ModuleHost) -> None:
+        """Hand the module its host (before start)."""
+
+    def replace_config(self, gateway_section: Mapping[str, Any]) -> None:
+        """Give the module the new ``gateway`` section of an update (before its update handlers)."""
+
+    def stored_count(self) -> int | None:
+        """Entries waiting in its storage; None when it has none or it was not opened."""
+        return None
+
+    def close(self) -> None:
+        """Release what the host opened for the module (its storage), after its stop handlers."""
+
+
+class _NativeModule(LoadedModule):
+    """The adapter of a :class:`~uun_gateway.module.Module`."""
+
+    def __init__(self, module: Module) -> None:
+        super().__init__(
+            module,
+            module.id,
+            stats=module.stats,
+            config_schema=module.config_schema,
+            timer_defaults=module.timer_defaults,
+        )
+        self.module = module
+
+    @property
+    def has_storage(self) -> bool:
+        return True
+
+    def attach(self, host: ModuleHost) -> None:
+        self.module.attach(host)
+
+    def replace_config(self, gateway_section: Mapping[str, Any]) -> None:
+        self.module.replace_config(gateway_section)
+
+    def stored_count(self) -> int | None:
+        return self.module.stored_count()
+
+    def close(self) -> None:
+        self.module.close_storage()
+
+
+class _PlainModule(LoadedModule):
+    """The adapter of a plain class (uun-iot's ``IModule``): its optional attributes are read once here."""
+
+    def __init__(self, instance: object, module_id: str) -> None:
+        stats = getattr(instance, "stats", None)
+        schema = getattr(instance, "config_schema", None)
+        super().__init__(
+            instance,
+            module_id,
+            stats=stats if isinstance(stats, ModuleStats) else None,
+            config_schema=schema if isinstance(schema, dict) else None,
+            timer_defaults=getattr(instance, "timer_defaults", None) or {},
+        )
+        self._keeps_config = hasattr(instance, "_config")
+
+    def replace_config(self, gateway_section: Mapping[str, Any]) -> None:
+        if self._keeps_config:
+            self.instance._config = gateway_section  # type: ignore[attr-defined]
+
+
+def adapt(instance: object, source: str = "module_init") -> LoadedModule:
+    """The adapter of a constructed module; raises :class:`ModuleLoadError` when it has no id."""
+    if isinstance(instance, Module):
+        return _NativeModule(instance)
+    module_id = getattr(instance, "id", None)
+    if not isinstance(module_id, str) or not module_id:
+        raise ModuleLoadError(f"{source} returned {instance!r}, which has no string 'id' attribute")
+    return _PlainModule(instance, module_id)
+
+
+# -- the timers of a module -------------------------------------------------------------------------
+
+
+def _periods(setting: Any) -> dict[str | None, Any]:
+    """``gateway.moduleTimers.<id>`` as {timer id (None for a plain tick): period}."""
+    if isinstance(setting, Mapping):
+        return dict(setting)
+    return {} if setting is None else {None: setting}
+
+
+def _tick(timer_id: str | None) -> str:
+    return "@on('tick')" if timer_id is None else f"@on('tick', {timer_id!r})"
+
+
+def timer_errors(loaded: LoadedModule, setting: Any) -> list[str]:
+    """Tick handlers without a period, periods without a handler, duplicate tick handlers."""
+    mid, where = loaded.id, f"gateway.moduleTimers.{loaded.id}"
+    tick_ids = [h.timer_id for h in loaded.of("tick")]
+    periods = _periods(setting)
+    errors = [f"{where}: module {mid!r} has two {_tick(t)} handlers" for t in set(tick_ids) if tick_ids.count(t) > 1]
+    for timer_id in dict.fromkeys(tick_ids):
+        if timer_id not in periods and timer_id not in loaded.timer_defaults:
+            expected = "a period in seconds" if timer_id is None else f'{{"{timer_id}": seconds}}'
+            errors.append(f"{where}: module {mid!r} has {_tick(timer_id)} but no period; expected {expected}")
+    named = [t for t in tick_ids if t is not None]
+    for timer_id in periods:
+        if timer_id not in tick_ids:
+            at = where if timer_id is None else f"{where}.{timer_id}"
+            hint = suggest(timer_id, named) if timer_id else ""
+            errors.append(f"{at}: module {mid!r} has no {_tick(timer_id)} handler{hint}")
+    return errors
+
+
+@dataclass(frozen=True)
+class TimerSpec:
+    """One tick timer a config asks for: its module, handler, name and period in seconds."""
+
+    loaded: LoadedModule
+    handler: Handler
+    name: str
+    period: float
+
+
+# -- the set of loaded modules ----------------------------------------------------------------------
+
+
+class ModuleSet:
+    """The loaded modules in start order, with what checking a config against them needs.
+
+    ``installed`` are the ids of every installed module (loaded or not), for hints. Not thread-safe
+    on its own: the gateway serialises its use.
+    """
+
+    def __init__(self, modules: list[LoadedModule], installed: set[str], uuclient: UuAppClient | None) -> None:
+        self.modules = modules
+        self.installed = installed
+        self.uuclient = uuclient
+
+    @property
+    def ids(self) -> list[str]:
+        return [m.id for m in self.modules]
+
+    def schema(self) -> dict[str, Any]:
+        """The JSON Schema of a whole config for these modules."""
+        return compose_schema({m.id: m.config_schema for m in self.modules}, UUAPP_SCHEMA)
+
+    def check(self, config: Mapping[str, Any]) -> list[str]:
+        """Every problem ``config`` (normalized) would have for these modules; empty when valid."""
+        errors = validate(config, self.schema())
+        if errors:
+            return errors
+        timers = config["gateway"].get("moduleTimers", {})
+        errors = unknown_id_errors(config, set(self.ids), self.installed)
+        errors += storage_location_errors(config["gateway"], [m.id for m in self.modules if m.has_storage])
+        for loaded in self.modules:
+            errors += timer_errors(loaded, timers.get(loaded.id))
+        return errors
+
+    def timers(self, config: Mapping[str, Any]) -> dict[TimerKey, TimerSpec]:
+        """The tick timers of a checked ``config``, keyed by (module id, timer id or None)."""
+        settings = config["gateway"].get("moduleTimers", {})
+        specs: dict[TimerKey, TimerSpec] = {}
+        for loaded in self.modules:
+            periods = _periods(settings.get(loaded.id))
+            for handler in loaded.of("tick"):
+                tid = handler.timer_id
+                period = float(periods[tid] if tid in periods else loaded.timer_defaults[tid])
+                name = loaded.id if tid is None else f"{loaded.id}.{tid}"
+                specs[(loaded.id, tid)] = TimerSpec(loaded, handler, name, period)
+        return specs
+
+
+def unknown_id_errors(config: Mapping[str, Any], loaded: set[str], installed: set[str]) -> list[str]:
+    """Keys of ``moduleTimers``, ``moduleBackupStorage`` and ``gateway`` that name no loaded module."""
+    gateway = config.get("gateway", {})
+    if not isinstance(gateway, Mapping):
+        return []
+    timers = gateway.get("moduleTimers", {})
+    known = loaded | installed
+    errors: list[str] = []
+    for mid in configured_module_ids(config):
+        if mid not in loaded:
+            where = "moduleTimers." if isinstance(timers, Mapping) and mid in timers else ""
+            hint = suggest(mid, known - {mid}) or (
+                " (installed, but loading a module needs a restart)" if mid in known else ""
+            )
+            errors.append(f"gateway.{where}{mid}: no module has the id {mid!r}{hint}")
+    storages = gateway.get("moduleBackupStorage", {})
+    for mid in storages if isinstance(storages, Mapping) else ():
+        if mid not in loaded:
+            errors.append(f"gateway.moduleBackupStorage.{mid}: no module has the id {mid!r}{suggest(mid, known)}")
+    return errors
+
+
+def load_modules(config: dict[str, Any], module_init: ModuleInit | None, source: str) -> ModuleSet:
+    """Import, construct and check the modules of a normalized ``config``: the user's (from
+    ``module_init(config, uuclient)``, one module, a list or None) first, then every installed module
+    the config names that the user did not give.
+
+    Raises :class:`ConfigError` (every problem, ``source`` naming the config) or
+    :class:`ModuleLoadError` (naming the module). Never waits on the network.
+    """
+    installed = set(available_module_ids())
+    classes = {mid: load_module_class(mid) for mid in configured_module_ids(config) if mid in installed}
+    errors = validate(
+        config, compose_schema({m: getattr(c, "config_schema", None) for m, c in classes.items()}, UUAPP_SCHEMA)
+    )
+    if errors and module_init is None:
+        errors += unknown_id_errors(config, set(classes), installed)
+    if errors:
+        raise ConfigError(errors, source)
+    uuclient = UuAppClient(config) if "uuApp" in config else None
+    given = _user_modules(module_init, config, uuclient)
+    given_ids = {m.id for m in given}
+    plugins = [
+        adapt(_construct(mid, cls, config["gateway"], uuclient), mid)
+        for mid, cls in classes.items()
+        if mid not in given_ids
+    ]
+    module_set = ModuleSet(given + plugins, installed, uuclient)
+    errors = module_set.check(config)
+    if errors:
+        raise ConfigError(errors, source)
+    return module_set
+
+
+def _user_modules(
+    module_init: ModuleInit | None, config: dict[str, Any], uuclient: UuAppClient | None
+) -> list[LoadedModule]:
+    if module_init is None:
+        return []
+    result = _construct("module_init", module_init, config, uuclient)
+    instances = list(result) if isinstance(result, (list, tuple)) else ([] if result is None else [result])
+    modules = [adapt(instance) for instance in instances]
+    seen: set[str] = set()
+    for loaded in modules:
+        if loaded.id in seen:
+            raise ModuleLoadError(f"module_init returned two modules with the id {loaded.id!r}")
+        seen.add(loaded.id)
+    return modules
+
+
+def _construct(name: str, factory: Callable[..., Any], *args: Any) -> Any:
+    try:
+        return factory(*args)
+    except (ConfigError, ModuleLoadError):
+        raise
+    except Exception as exc:
+        name = _raising_module_id(exc) or name
+        raise ModuleLoadError(f"module {name!r} failed to initialise: {type(exc).__name__}: {exc}") from exc
+
+
+def _raising_module_id(exc: BaseException) -> str | None:
+    """The id of the outermost Module whose method is on ``exc``'s traceback (its constructor)."""
+    tb = exc.__traceback__
+    while tb is not None:
+        owner = tb.tb_frame.f_locals.get("self")
+        if isinstance(owner, Module):
+            return owner.id
+        tb = tb.tb_next
+    return None
