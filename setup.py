@@ -41,7 +41,7 @@ setup(
             "ruff>=0.4",
             "types-requests",
             "types-jsonschema",
-            "setuptools>=70.1",  # tests/test_readme_example.py builds the README's example offline (bdist_wheel built in)
+            "setuptools>=70.1",  # builds the README's example offline (tests/test_readme_example.py)
         ],
     },
     entry_points={
