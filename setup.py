@@ -41,6 +41,7 @@ setup(
             "ruff>=0.4",
             "types-requests",
             "types-jsonschema",
+            "setuptools>=70.1",  # builds the README's example offline (tests/test_readme_example.py)
         ],
     },
     entry_points={
