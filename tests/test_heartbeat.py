@@ -15,8 +15,8 @@ from typing import Any
 import pytest
 from uun_gateway.modules.heartbeat import Heartbeat
 
-from tests.conftest import wait_for
 from tests.fake_uuapp import FakeUuApp
+from tests.helpers import wait_for
 from tests.uuapp_modules import Sensor, gateway_config, loaded_gateway
 from uun_gateway import Gateway, __version__
 

@@ -75,6 +75,9 @@ class TinyHost:
     def health(self) -> dict[str, Any]:
         return {"uptime": 1.0, "configError": None, "modules": {}}
 
+    def publish(self, readings: Sequence[Any]) -> None:
+        self.published = list(readings)
+
     def reconfigure(self, new_config: Mapping[str, Any], *, save: bool = True) -> bool:
         self.updates.append(new_config)
         return True

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import free_port, wait_for
+from tests.helpers import free_port, wait_for
 from tests.mqtt_fixtures import Mosquitto, broker_factory_fixture  # noqa: F401
 from tests.mqtt_helpers import CLIENT_ID, Thermostat, mqtt_section, running
 from uun_gateway.cli import main

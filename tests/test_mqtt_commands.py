@@ -8,7 +8,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from tests.conftest import wait_for
+from tests.helpers import wait_for
 from tests.mqtt_fixtures import Mosquitto, Subscriber, broker_factory_fixture  # noqa: F401
 from tests.mqtt_helpers import CLIENT_ID, Thermostat, mqtt_section, running
 

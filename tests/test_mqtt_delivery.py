@@ -7,7 +7,7 @@ import json
 from collections.abc import Callable
 from pathlib import Path
 
-from tests.conftest import wait_for
+from tests.helpers import wait_for
 from tests.mqtt_fixtures import Mosquitto, Proxy, Subscriber, broker_factory_fixture, proxy_factory_fixture  # noqa: F401
 from tests.mqtt_helpers import CLIENT_ID, DATA_TOPIC, Other, mqtt_section, running, runs
 from uun_gateway import parse_iso

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import free_port, wait_for
+from tests.helpers import free_port, wait_for
 from tests.mqtt_fixtures import (
     GatewayProcess,
     Mosquitto,

@@ -6,7 +6,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from pathlib import Path
 
-from tests.conftest import wait_for
+from tests.helpers import wait_for
 from tests.mqtt_fixtures import (
     Mosquitto,
     Proxy,

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import wait_for
+from tests.helpers import wait_for
 from tests.mqtt_fixtures import RabbitMQ, Subscriber, rabbitmq_fixture  # noqa: F401
 from tests.mqtt_helpers import DATA_TOPIC, mqtt_section, running, runs
 

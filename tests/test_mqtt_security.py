@@ -10,7 +10,7 @@ from typing import Any
 
 import pytest
 
-from tests.conftest import wait_for
+from tests.helpers import wait_for
 from tests.mqtt_fixtures import (
     Certificates,
     Mosquitto,

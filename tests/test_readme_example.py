@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import wait_for
+from tests.helpers import wait_for
 
 README = Path(__file__).resolve().parent.parent / "README.rst"
 SECTION = "Writing a module"

@@ -10,7 +10,7 @@ from collections.abc import Callable
 
 import pytest
 
-from tests.conftest import wait_for
+from tests.helpers import wait_for
 from tests.timer_helpers import RunLog, SteppedClock
 from uun_gateway.timers import MAX_STAGGER, RepeatTimer, Scheduler, default_scheduler
 

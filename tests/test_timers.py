@@ -10,7 +10,7 @@ import time
 
 import pytest
 
-from tests.conftest import wait_for
+from tests.helpers import wait_for
 from tests.timer_helpers import RunLog, SteppedClock
 from uun_gateway import RepeatTimer
 

@@ -28,7 +28,7 @@ from uun_gateway.modules.unisenza import (
 )
 from uun_gateway.modules.unisenza.shadow import ShadowConnection
 
-from tests.conftest import wait_for
+from tests.helpers import wait_for
 from tests.unisenza_fakes import PASSWORD, USERNAME, CertFiles, CloudEnv, FakeCloud, fixtures
 
 # The double's fixtures, shared with the other unisenza test module.

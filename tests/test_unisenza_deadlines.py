@@ -14,7 +14,7 @@ import pytest
 from uun_gateway.modules.unisenza import Client, ClientError, ClientOptions, CognitoAuth
 from uun_gateway.modules.unisenza.module import Unisenza
 
-from tests.conftest import wait_for
+from tests.helpers import wait_for
 from tests.unisenza_fakes import PASSWORD, USERNAME, FakeCloud, fixtures, section_for
 
 ca, shared_env, cloud = fixtures.ca, fixtures.shared_env, fixtures.cloud

@@ -12,21 +12,11 @@ import pytest
 from uun_gateway.modules.unisenza.module import Unisenza
 
 from tests.helpers import free_port, wait_for
-from tests.unisenza_fakes import PASSWORD, FakeCloud, fixtures, section_for
+from tests.unisenza_fakes import PASSWORD, FakeCloud, config_for, fixtures, section_for
 from uun_gateway import ConfigError, Gateway, cli
 
 # The double's fixtures, shared with the other unisenza test module.
 ca, shared_env, cloud = fixtures.ca, fixtures.shared_env, fixtures.cloud
-
-
-def config_for(tmp_path: Path, section: dict[str, Any]) -> dict[str, Any]:
-    return {
-        "gateway": {
-            "storageDir": str(tmp_path / "storage"),
-            "moduleTimers": {"unisenza": 0.1},
-            "unisenza": section,
-        }
-    }
 
 
 @pytest.fixture

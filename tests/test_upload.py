@@ -10,8 +10,8 @@ from itertools import pairwise
 from pathlib import Path
 from typing import Any
 
-from tests.conftest import wait_for
 from tests.fake_uuapp import FakeUuApp
+from tests.helpers import wait_for
 from tests.uuapp_modules import UPLOAD, delivered, running, upload_config
 
 pytest_plugins = ["tests.uuapp_fixtures"]

@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import wait_for
 from tests.fake_uuapp import FakeUuApp
+from tests.helpers import wait_for
 from tests.uuapp_modules import UPLOAD, running, upload_config
 from uun_gateway import StorageError
 

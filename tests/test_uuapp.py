@@ -19,6 +19,7 @@ import requests
 from requests_toolbelt.multipart.encoder import MultipartEncoder
 
 from tests.fake_uuapp import FakeUuApp
+from tests.helpers import wait_for
 from uun_gateway.errors import ConfigError
 from uun_gateway.uuapp import (
     UUAPP_SCHEMA,
@@ -497,3 +498,23 @@ def test_threads_waiting_on_a_failing_grant_share_its_failure(tmp_path: Path) ->
             elapsed = time.monotonic() - started
     assert all(isinstance(exc, TokenError) for exc in results) and len(results) == 4
     assert elapsed < 1.2  # one timeout, not four in a row
+
+
+def test_a_late_401_for_an_old_token_keeps_the_renewed_one(tmp_path: Path) -> None:
+    with FakeUuApp(slow_delay=1.0) as fake:
+        client = UuAppClient(fake.config(str(tmp_path / "token")))
+        try:
+            assert client.post("gateway/warmup", {})[1] is None  # token 1
+            fake.fault("slow", "gateway/slow")
+            results: list[object] = []
+            slow = threading.Thread(target=lambda: results.append(client.post("gateway/slow", {})[1]))
+            slow.start()
+            wait_for(lambda: not fake._faults.get("gateway/slow"))  # the slow request holds token 1
+            fake.expire_tokens()
+            assert client.post("gateway/other", {})[1] is None  # 401, token 2, retried
+            assert client.grants == 2
+            slow.join()  # its 401 for token 1 comes now: token 2 is still good
+            assert results == [None]
+            assert client.grants == 2, "a 401 for token 1 made the client drop token 2 and grant a third"
+        finally:
+            client.close()

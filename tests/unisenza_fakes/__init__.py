@@ -28,7 +28,7 @@ from typing import Any
 import requests
 from uun_gateway.modules.unisenza import Endpoints
 
-from tests.conftest import require_program
+from tests.helpers import require_program
 
 MOSQUITTO = shutil.which("mosquitto") or "/usr/sbin/mosquitto"
 CLOUD_SCRIPT = Path(__file__).with_name("cloud.py")
@@ -316,3 +316,14 @@ def section_for(cloud: FakeCloud, tmp_path: Path, **overrides: Any) -> dict[str,
     }
     section.update(overrides)
     return section
+
+
+def config_for(tmp_path: Path, section: dict[str, Any]) -> dict[str, Any]:
+    """A whole config running the unisenza module with ``section`` every 0.1 s."""
+    return {
+        "gateway": {
+            "storageDir": str(tmp_path / "storage"),
+            "moduleTimers": {"unisenza": 0.1},
+            "unisenza": section,
+        }
+    }
