@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any
 import pytest
 from uun_gateway.modules.commandsocket import CommandSocket
 
-from tests.conftest import wait_for
+from tests.helpers import wait_for
 from uun_gateway import Gateway, Module, on
 from uun_gateway.alarmsclient import EX_NO_RULES, EX_NOTHING_TO_ACK, EX_UNAVAILABLE, EX_UNKNOWN_RULE
 from uun_gateway.cli import main

@@ -70,6 +70,7 @@ class TinyHost:
         self.stopev = threading.Event()
         self.stopping = threading.Event()
         self.modules: Sequence[Any] = []
+        self.services: Sequence[Any] = []
         self.updates: list[Mapping[str, Any]] = []
 
     def health(self) -> dict[str, Any]:
