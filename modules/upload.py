@@ -70,7 +70,6 @@ import requests
 
 from uun_gateway import (
     Backoff,
-    Entry,
     Module,
     StateLog,
     Storage,
@@ -80,6 +79,7 @@ from uun_gateway import (
     iso_utc,
     on,
 )
+from uun_gateway.storage import RawEntry
 from uun_gateway.uuapp import EncodedJson, UuCmdSession, answer_json
 
 DEFAULT_BATCH = 100
@@ -115,7 +115,8 @@ _COMPRESS = {
 class Batch:
     """Entries sent in one request, with their body encoded once (None: one bytes entry, multipart)."""
 
-    entries: list[Entry]
+    entries: list[RawEntry]
+    """The entries as stored (their JSON payloads are spliced into ``body``, never decoded)."""
     body: EncodedJson | None
 
     @property
@@ -135,7 +136,8 @@ class SourceState:
     batch_entries: int = 0
     """Entries per batch now (grows while the backlog is large)."""
     fits: int = 0
-    """Entries that filled a batch to ``maxBatchBytes`` in the last round (0: none did)."""
+    """Entries that filled a batch to ``maxBatchBytes`` while this backlog drains (0: none did yet);
+    batches grow no larger, so a round never reads entries it cannot send."""
     gzip_refused: bool = False
     prepared: dict[int, Batch] = field(default_factory=dict)
     """Batches encoded for an attempt that failed, by first entry id: sent again as they were."""
@@ -300,21 +302,22 @@ class Upload(Module):
         max_bytes = int(settings.get("maxBatchBytes", self._c("maxBatchBytes", DEFAULT_MAX_BATCH_BYTES)))
         size = max(base, state.batch_entries)
         want = size * pipeline
-        state.fits = 0
-        entries = storage.oldest(min(want, limit) if limit else want)
+        entries = storage.oldest_raw(min(want, limit) if limit else want)
         if not entries:
             return False
         uucmd = settings["uuCmd"]
-        if isinstance(entries[0].data, bytes):
+        if entries[0].is_bytes:
             batches = [Batch(entries[:1], None)]
         else:
-            json_entries = list(itertools.takewhile(lambda e: not isinstance(e.data, bytes), entries))
+            json_entries = list(itertools.takewhile(lambda e: not e.is_bytes, entries))
             batches = self._batches(source, storage, state, json_entries, size, max_bytes, pipeline)
         results = self._send_all(source, storage, uucmd, batches)
         ok = self._apply_in_order(source, storage, state, batches, results)
         if ok:
             # grow while the backlog holds more than a full round, shrink back once it does not
             full = len(entries) == want and len(storage) > want
+            if not full:
+                state.fits = 0  # entries may be of another size next time: learn the bound again
             state.batch_entries = min(MAX_BATCH_ENTRIES, size * 2, state.fits or MAX_BATCH_ENTRIES) if full else base
         return ok
 
@@ -323,7 +326,7 @@ class Upload(Module):
         source: str,
         storage: Storage,
         state: SourceState,
-        entries: list[Entry],
+        entries: list[RawEntry],
         size: int,
         max_bytes: int,
         pipeline: int,
@@ -335,6 +338,7 @@ class Upload(Module):
         prefix = json.dumps({"source": source, "storageId": storage.uid}, separators=(",", ":"))[:-1].encode()
         prefix += b',"data":['
         prepared, state.prepared = state.prepared, {}
+        stamps: dict[float, bytes] = {}  # entries stored together share their time: format it once
         batches: list[Batch] = []
         i = 0
         while i < len(entries) and len(batches) < pipeline:
@@ -353,9 +357,11 @@ class Upload(Module):
             start = i
             while i < len(entries) and i - start < size:
                 entry = entries[i]
-                fragment = json.dumps(
-                    {"id": entry.id, "created": iso_utc(entry.created), "data": entry.data}, separators=(",", ":")
-                ).encode()
+                stamp = stamps.get(entry.created)
+                if stamp is None:
+                    stamp = stamps[entry.created] = iso_utc(entry.created).encode()
+                # the stored payload is the entry's compact JSON: spliced in as is, never decoded
+                fragment = b'{"id":%d,"created":"%b","data":%b}' % (entry.id, stamp, entry.payload)
                 if fragments and total + len(fragment) + 1 > max_bytes:
                     state.fits = len(fragments)  # what the byte bound allows: read no more per batch
                     break
@@ -479,14 +485,14 @@ class Upload(Module):
             session.close()
 
     def _post_binary(
-        self, source: str, storage: Storage, uucmd: str, entry: Entry
+        self, source: str, storage: Storage, uucmd: str, entry: RawEntry
     ) -> tuple[requests.Response | None, BaseException | None]:
         fields = {
             "source": source,
             "storageId": storage.uid,
             "id": str(entry.id),
             "created": iso_utc(entry.created),
-            "data": entry.data,
+            "data": entry.payload,
         }
         assert self.uuclient is not None
         return self.uuclient.multipart(uucmd, fields, log_level=logging.DEBUG, stop=self.stop_event)
@@ -510,7 +516,7 @@ class Upload(Module):
 
 
 def _accepted(
-    batch: list[Entry], response: requests.Response | None, exc: BaseException | None
+    batch: list[RawEntry], response: requests.Response | None, exc: BaseException | None
 ) -> tuple[list[int], str | None]:
     """The ids of ``batch`` the server accepted, and a description of the problem (None if none)."""
     if exc is not None or response is None:
