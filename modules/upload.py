@@ -28,9 +28,11 @@ them. A JSON batch is POSTed as::
 
 Throughput: a round reads up to ``pipeline`` batches and sends them at once, each on its own
 kept-alive connection. A batch holds ``batchSize`` entries while the backlog is small; while the
-backlog holds more than a full round the entry count doubles each round (up to 50,000), and a batch
-never grows past ``maxBatchBytes`` encoded bytes (one entry larger than that goes alone). Each
-batch is encoded once: one that failed is sent again byte for byte. ``compress``: ``gzip`` sends
+backlog holds more than a full round the entry count grows eightfold each round (up to 50,000), and
+a batch never grows past ``maxBatchBytes`` encoded bytes (one entry larger than that goes alone).
+While a round's requests are in flight the next round's batches are read and encoded, so the link
+is not left idle between rounds. Stored JSON entries are spliced into the body as stored, never
+decoded. Each batch is encoded once: one that failed is sent again byte for byte. ``compress``: ``gzip`` sends
 bodies of 1 KiB or more with ``Content-Encoding: gzip``; ``auto`` does so until the server answers
 415 (Unsupported Media Type), then sends plain JSON for the rest of the run (logged once);
 ``none`` (the default) never compresses, since HTTP has no way to learn in advance whether a server
@@ -141,6 +143,8 @@ class SourceState:
     gzip_refused: bool = False
     prepared: dict[int, Batch] = field(default_factory=dict)
     """Batches encoded for an attempt that failed, by first entry id: sent again as they were."""
+    ahead: dict[int, Batch] = field(default_factory=dict)
+    """Batches of the next round, encoded while this round's requests were in flight."""
 
     @property
     def failures(self) -> int:
@@ -312,13 +316,20 @@ class Upload(Module):
             json_entries = list(itertools.takewhile(lambda e: not e.is_bytes, entries))
             batches = self._batches(source, storage, state, json_entries, size, max_bytes, pipeline)
         results = self._send_all(source, storage, uucmd, batches)
+        full = len(entries) == want and len(storage) > want
+        grown = min(MAX_BATCH_ENTRIES, size * 8, state.fits or MAX_BATCH_ENTRIES)
+        rest = None if not limit else limit - len(entries)
+        if full and len(batches) > 1 and (rest is None or rest > 0):
+            self._read_ahead(source, storage, state, batches[-1].entries[-1].id, grown, max_bytes, pipeline, rest)
         ok = self._apply_in_order(source, storage, state, batches, results)
         if ok:
-            # grow while the backlog holds more than a full round, shrink back once it does not
-            full = len(entries) == want and len(storage) > want
+            # grow while the backlog holds more than a full round (up to what the byte bound lets a
+            # batch hold), shrink back once it does not
             if not full:
                 state.fits = 0  # entries may be of another size next time: learn the bound again
-            state.batch_entries = min(MAX_BATCH_ENTRIES, size * 2, state.fits or MAX_BATCH_ENTRIES) if full else base
+            state.batch_entries = grown if full else base
+        else:
+            state.ahead = {}
         return ok
 
     def _batches(
@@ -337,7 +348,7 @@ class Upload(Module):
         compress = self._compress(source, state)
         prefix = json.dumps({"source": source, "storageId": storage.uid}, separators=(",", ":"))[:-1].encode()
         prefix += b',"data":['
-        prepared, state.prepared = state.prepared, {}
+        prepared, state.prepared, state.ahead = {**state.ahead, **state.prepared}, {}, {}
         stamps: dict[float, bytes] = {}  # entries stored together share their time: format it once
         batches: list[Batch] = []
         i = 0
@@ -372,6 +383,35 @@ class Upload(Module):
             gzipped = gzip.compress(body, compresslevel=5, mtime=0) if compress and len(body) >= GZIP_MIN else None
             batches.append(Batch(entries[start:i], EncodedJson(body, gzipped)))
         return batches
+
+    def _read_ahead(
+        self,
+        source: str,
+        storage: Storage,
+        state: SourceState,
+        after: int,
+        size: int,
+        max_bytes: int,
+        pipeline: int,
+        limit: int | None,
+    ) -> None:
+        """While a round's requests are in flight: read and encode the next round's batches (the
+        entries after ``after``), so the next round starts sending at once. They are used only if
+        the next round reads exactly those entries; a failure here only costs the head start."""
+        want = size * pipeline
+        if limit is not None:
+            want = min(want, limit)
+        try:
+            entries = storage.oldest_raw(want, after=after)
+        except StorageError:
+            return
+        json_entries = list(itertools.takewhile(lambda e: not e.is_bytes, entries))
+        if not json_entries:
+            return
+        prepared = state.prepared
+        batches = self._batches(source, storage, state, json_entries, size, max_bytes, pipeline)
+        state.prepared = prepared
+        state.ahead = {batch.entries[0].id: batch for batch in batches}
 
     def _compress(self, source: str, state: SourceState) -> bool:
         setting = self.sources().get(source, {}).get("compress", self._c("compress", "none"))
