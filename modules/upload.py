@@ -145,6 +145,8 @@ class SourceState:
     """Batches encoded for an attempt that failed, by first entry id: sent again as they were."""
     ahead: dict[int, Batch] = field(default_factory=dict)
     """Batches of the next round, encoded while this round's requests were in flight."""
+    ahead_entries: list[RawEntry] = field(default_factory=list)
+    """The entries those batches were made of (the storage's next ones when they were read)."""
 
     @property
     def failures(self) -> int:
@@ -306,7 +308,8 @@ class Upload(Module):
         max_bytes = int(settings.get("maxBatchBytes", self._c("maxBatchBytes", DEFAULT_MAX_BATCH_BYTES)))
         size = max(base, state.batch_entries)
         want = size * pipeline
-        entries = storage.oldest_raw(min(want, limit) if limit else want)
+        count = min(want, limit) if limit else want
+        entries = self._entries_read_ahead(storage, state, count) or storage.oldest_raw(count)
         if not entries:
             return False
         uucmd = settings["uuCmd"]
@@ -329,7 +332,7 @@ class Upload(Module):
                 state.fits = 0  # entries may be of another size next time: learn the bound again
             state.batch_entries = grown if full else base
         else:
-            state.ahead = {}
+            state.ahead, state.ahead_entries = {}, []
         return ok
 
     def _batches(
@@ -412,6 +415,21 @@ class Upload(Module):
         batches = self._batches(source, storage, state, json_entries, size, max_bytes, pipeline)
         state.prepared = prepared
         state.ahead = {batch.entries[0].id: batch for batch in batches}
+        state.ahead_entries = entries
+
+    @staticmethod
+    def _entries_read_ahead(storage: Storage, state: SourceState, count: int) -> list[RawEntry]:
+        """The ``count`` oldest entries as read ahead, if they still are the oldest (nothing was
+        stored in front of them or removed from their front since); else []. An entry removed from
+        their middle meanwhile (only by a concurrent ``send_batch``) is sent once more, never lost."""
+        entries, state.ahead_entries = state.ahead_entries, []
+        if len(entries) != count:
+            return []
+        try:
+            front = storage.oldest_raw(1)
+        except StorageError:
+            return []
+        return entries if front and front[0].id == entries[0].id else []
 
     def _compress(self, source: str, state: SourceState) -> bool:
         setting = self.sources().get(source, {}).get("compress", self._c("compress", "none"))
