@@ -133,3 +133,18 @@ def test_the_next_round_is_encoded_while_a_round_is_in_flight_and_sent_as_encode
     assert all(b is ahead[b.ids[0]] for b in second), "the batches read ahead are sent as they were encoded"
     ids = sorted(i for b in sent for i in b.ids)
     assert ids == list(range(1, len(ids) + 1))
+
+
+def test_an_entry_stored_in_front_after_a_read_ahead_goes_first(fake: FakeUuApp, tmp_path: Path) -> None:
+    config = upload_config(fake, tmp_path, period=3600, **sources(10, pipeline=2))
+    with running(config, start=False) as (_, sensor, upload):
+        sensor.storage.extend([{"n": i} for i in range(500)])
+        assert upload.send_batch("sensor") is True
+        assert upload.state["sensor"].ahead, "the next round was read ahead"
+        sensor.storage.merge([{"n": "older"}], new_data=False)
+        front = sensor.storage.oldest(1)[0].id
+        assert upload.send_batch("sensor") is True
+    second_round = fake.for_cmd(UPLOAD)[2:4]
+    firsts = sorted(record.dto["data"][0]["id"] for record in second_round)
+    assert firsts[0] == front
+    assert {"n": "older"} in [item["data"] for record in second_round for item in record.dto["data"]]
