@@ -64,3 +64,12 @@ def test_raw_entries_survive_reopen(tmp_path: Path) -> None:
         assert again.oldest_raw(1, after=ids[0]) == [RawEntry(ids[1], again.oldest(2)[1].created, b'{"n":2}', False)]
     finally:
         again.close()
+
+
+def test_ack_deletes_exactly_the_listed_ids_in_runs_and_alone(store: Storage) -> None:
+    ids = store.extend(list(range(20)))
+    listed = ids[0:5] + ids[6:9] + [ids[11]] + ids[13:15] + [ids[19], ids[19], 10**9]
+    assert store.ack(reversed(listed)) == 12  # duplicates and unknown ids count once / not at all
+    left = [e.id for e in store.oldest(100)]
+    assert left == [ids[5], ids[9], ids[10], ids[12], *ids[15:19]]
+    assert store.ack(ids[9:11]) == 2 and len(store) == 6

@@ -788,10 +788,17 @@ class Storage:
         if not id_list:
             return 0
         deleted = 0
+        # ids of another type (uun-iot callers) are deleted one by one, compared as SQLite compares them
+        runs = _runs(id_list) if all(type(i) is int for i in id_list) else [(i, i) for i in id_list]
         with self._transaction("delete delivered entries", by_id=True) as db:
             top = db.execute("SELECT MAX(id) FROM entries").fetchone()[0]
-            for start in range(0, len(id_list), 500):
-                chunk = id_list[start : start + 500]
+            # a delivered batch is mostly one run of consecutive ids: one range delete for it
+            ranges = [(first, last) for first, last in runs if last > first]
+            if ranges:
+                deleted += db.executemany("DELETE FROM entries WHERE id BETWEEN ? AND ?", ranges).rowcount
+            singles = [first for first, last in runs if last == first]
+            for start in range(0, len(singles), 500):
+                chunk = singles[start : start + 500]
                 marks = ",".join("?" * len(chunk))
                 deleted += db.execute(f"DELETE FROM entries WHERE id IN ({marks})", chunk).rowcount
             self._note_top_removed(db, top)
@@ -1019,6 +1026,17 @@ def storage_command(path: str, file: str | None, *, show: int, output: str | Non
         return 1
     finally:
         storage.close()
+
+
+def _runs(ids: Iterable[int]) -> list[tuple[int, int]]:
+    """The distinct ``ids`` as runs of consecutive integers ``(first, last)``, ascending."""
+    runs: list[tuple[int, int]] = []
+    for i in sorted(set(ids)):
+        if runs and runs[-1][1] == i - 1:
+            runs[-1] = (runs[-1][0], i)
+        else:
+            runs.append((i, i))
+    return runs
 
 
 def _encode(data: Any, now: float, storage_id: str = "") -> tuple[float, int, bytes]:
