@@ -16,8 +16,8 @@ Configuration (``gateway.upload``; every key but ``sources`` may also be set per
     }
 
 Each source is another loaded module (found through ``gateway.modules``); its storage is read with
-``storage.oldest(n)`` and entries leave it only through ``storage.ack(ids)`` after the server accepted
-them. A JSON batch is POSTed as::
+``storage.oldest_raw(n)`` (stored JSON is spliced into the body, not decoded) and entries leave it
+only through ``storage.ack(ids)`` after the server accepted them. A JSON batch is POSTed as::
 
     {"source": "oneWire", "storageId": "<storage uid>",
      "data": [{"id": 17, "created": "2026-11-23T10:00:00.000Z", "data": <entry>}, ...]}
