@@ -17,6 +17,7 @@ from typing import Any, cast
 import jsonschema
 
 from .errors import ConfigError
+from .priority import PRIORITY_SCHEMA
 
 PERIOD_SCHEMA: dict[str, Any] = {
     "type": "number",
@@ -74,6 +75,7 @@ CORE_GATEWAY_SCHEMA: dict[str, Any] = {
         "description": "seconds a handler may run before the gateway counts as hung (a number > 0)",
     },
     "nondecrementalUpdate": {"type": "boolean", "description": "true or false"},
+    "modulePriority": PRIORITY_SCHEMA,
 }
 
 

@@ -16,7 +16,9 @@ from typing import Any
 from .config import load_config, normalized, read_saved_update, save_update, saved_update_path
 from .errors import ConfigApplyError, ConfigError
 from .handlers import HandlerRunner
+from .liveset import LiveSet
 from .loading import LoadedModule, ModuleInit, TimerKey, load_modules
+from .priority import describe_order
 from .signals import StopRequest, exit_code_for, signal_name
 from .timers import RepeatTimer
 from .timestamps import iso_utc
@@ -85,6 +87,7 @@ class Gateway(AbstractContextManager["Gateway"]):
         self._runner = HandlerRunner()
 
         self._set = load_modules(self.config, module_init, self._source, strict=strict)
+        self._live = LiveSet(self, DEFAULT_STOP_TIMEOUT)  # orders the modules by priority
         self._modules: list[LoadedModule] = self._set.modules
         self.uuapp_client = self._set.uuclient
         for loaded in self._modules:
@@ -139,12 +142,14 @@ class Gateway(AbstractContextManager["Gateway"]):
             self.runev.set()
             self._signals.reset()
             self.started_at = time.monotonic()
+            logger.info("module start order (priority): %s", describe_order(self._modules, self.config["gateway"]))
             for loaded in self._modules:
+                evs = self._live.begin(loaded)
                 for handler in loaded.of("start"):
                     if handler.blocking:
-                        self._runner.call(loaded, handler, (self.runev, self.stopev))
+                        self._runner.call(loaded, handler, evs)
                     else:
-                        self._runner.start_in_thread(loaded, handler, (self.runev, self.stopev))
+                        self._runner.start_in_thread(loaded, handler, evs)
             for timer in self._timers.values():
                 timer.start()
             logger.info("gateway started: %d module(s), %d timer(s)", len(self._modules), len(self._timers))
@@ -181,6 +186,7 @@ class Gateway(AbstractContextManager["Gateway"]):
             self.runev.clear()
             self.stopping.set()
             self.stopev.set()
+            self._live.end_all()
             for timer in self._timers.values():
                 timer.stop(block=False)
             for timer in self._timers.values():
@@ -252,8 +258,12 @@ class Gateway(AbstractContextManager["Gateway"]):
                 "lastError": stats.last_error,
                 "problem": stats.problem,
             }
+        timers = {
+            t.name: {"period": t.period, "runs": t.runs, "skipped": t.skipped, "errors": t.errors}
+            for t in self._timers.values()
+        }
         uptime = time.monotonic() - self.started_at if self.started_at is not None else 0.0
-        return {"uptime": round(uptime, 1), "configError": self.config_error, "modules": modules}
+        return {"uptime": round(uptime, 1), "configError": self.config_error, "modules": modules, "timers": timers}
 
     def stalled(self, handler_timeout: float | None = None) -> list[str]:
         """Reasons the running gateway is not making progress (empty when it is): timer threads that
@@ -271,7 +281,7 @@ class Gateway(AbstractContextManager["Gateway"]):
 
     def check(self, config: Mapping[str, Any]) -> list[str]:
         """Every problem ``config`` would have for the loaded modules (empty when valid)."""
-        return self._set.check(normalized(config))
+        return self._live.check(normalized(config))
 
     def reconfigure(self, new_config: Mapping[str, Any], *, save: bool = True) -> bool:
         """Validate, apply and (``save``) persist a new configuration; return False if it equals the
@@ -279,6 +289,8 @@ class Gateway(AbstractContextManager["Gateway"]):
 
         Applying replaces every module's ``_config``, re-times the timers whose period changed (a
         handler may reconfigure its own timer) and runs the ``@on("update")`` handlers in module order.
+        Modules the change enables, disables, or whose section changed and who do not update in place
+        are added, removed or restarted while the others keep running (see :mod:`~uun_gateway.liveset`).
         The config is then saved atomically (when the gateway was given a path): over the config file,
         or under systemd its ``gateway`` section to ``$STATE_DIRECTORY/remote-config.json``, which
         is laid over the config file at the next start (see :func:`~uun_gateway.config.saved_update_path`).
@@ -305,27 +317,20 @@ class Gateway(AbstractContextManager["Gateway"]):
                     failure = f"saving {target} failed: {exc}"
             if failure is not None:
                 logger.error("config update failed (%s); rolling back to the previous config", failure)
-                self._apply(old)
+                self._apply(old, rollback=True)
                 self.config_error = failure
                 raise ConfigApplyError([f"{failure}; rolled back to the previous config"], "remote config")
             self.config_error = None
             logger.info("config updated%s", f" and saved to {target}" if target else "")
             return True
 
-    def _apply(self, config: dict[str, Any]) -> str | None:
-        self.config = config
-        for loaded in self._modules:
-            loaded.replace_config(config["gateway"])
-        for key, spec in self._set.timers(config).items():
-            timer = self._timers[key]
-            if spec.period != timer.period:
-                logger.info("timer %s: period %gs -> %gs", timer.name, timer.period, spec.period)
-                timer.period = spec.period
-        section = config["gateway"]
-        failures = [
-            f"{h.name} failed"
-            for m in self._modules
-            for h in m.of("update")
-            if not self._runner.call(m, h, *((section,) if h.with_config else ()))
-        ]
-        return "; ".join(failures) or None
+    def _apply(self, config: dict[str, Any], *, rollback: bool = False) -> str | None:
+        """Carry a checked config out on the running module set (see :mod:`~uun_gateway.liveset`)."""
+        return self._live.apply(config, rollback=rollback)
+
+    def reload(self) -> str:
+        """Re-read the config file (and the saved remote update over it, as at start) and apply it
+        like :meth:`reconfigure` (not saved again). Returns what changed ("no change" when nothing
+        did); raises :class:`ConfigError` listing the file's problems, or :class:`ConfigApplyError`
+        when applying failed and the previous config is back. Thread-safe."""
+        return self._live.reload()

@@ -21,7 +21,9 @@ class ModuleHost(Protocol):
     - ``modules``: the loaded module instances, in start order (a snapshot);
     - :meth:`health`: a JSON-ready status summary (see :meth:`Gateway.health`);
     - :meth:`reconfigure`: validate, apply and persist a new configuration (see
-      :meth:`Gateway.reconfigure`; raises :class:`~uun_gateway.errors.ConfigError`).
+      :meth:`Gateway.reconfigure`; raises :class:`~uun_gateway.errors.ConfigError`);
+    - :meth:`reload`: re-read the config file and apply it; returns what changed (see
+      :meth:`Gateway.reload`; raises :class:`~uun_gateway.errors.ConfigError`).
 
     All of it is thread-safe.
     """
@@ -41,3 +43,5 @@ class ModuleHost(Protocol):
     def health(self) -> dict[str, Any]: ...
 
     def reconfigure(self, new_config: Mapping[str, Any], *, save: bool = True) -> bool: ...
+
+    def reload(self) -> str: ...
