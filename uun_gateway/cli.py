@@ -1,4 +1,5 @@
-"""The ``uun-gateway`` command: run, check-config, storage inspection and the modules' own commands."""
+"""The ``uun-gateway`` command: run, check-config, storage inspection, the module catalogue, the
+control channel's clients (status, reload) and the modules' own commands."""
 
 from __future__ import annotations
 
@@ -14,7 +15,7 @@ from typing import Any
 from .errors import EX_CONFIG, EX_SOFTWARE, ConfigError, ModuleLoadError, UunGatewayError
 from .gateway import Gateway
 from .plugins import Commands, command_entry_points, load_command
-from .signals import STOP_SIGNALS, StopRequest, signal_name
+from .signals import RELOAD_SIGNAL, STOP_SIGNALS, ReloadRequests, StopRequest, signal_name
 from .storage import storage_command
 from .systemd import JournalFormatter
 from .version import __version__
@@ -89,16 +90,86 @@ def cmd_run(args: argparse.Namespace) -> int:
 
     for sig in STOP_SIGNALS:
         signal.signal(sig, on_signal)
+    reloads = ReloadRequests(logger)
+    signal.signal(RELOAD_SIGNAL, lambda sig, frame: reloads.request())
     notifier = SystemdNotifier.from_env(gateway)
     try:
         gateway.start()
         notifier.ready()
+        reloads.start(gateway.reload)
         stop.requested.wait()
     finally:
+        reloads.close()
         notifier.stopping()
         gateway.stop()
         notifier.close()
     return stop.exit_code
+
+
+def cmd_modules(args: argparse.Namespace) -> int:
+    from .catalogue import format_module, installed_modules
+    from .config import load_config
+    from .loading import configured_module_ids
+
+    enabled: set[str] | None = None
+    if args.config:
+        try:
+            enabled = set(configured_module_ids(load_config(args.config)))
+        except ConfigError as exc:
+            _print_config_errors(exc)
+            return EX_CONFIG
+    for info in installed_modules():
+        for line in format_module(info, None if enabled is None else info.id in enabled):
+            print(line)
+    return 0
+
+
+def _control(args: argparse.Namespace, command: str) -> tuple[bool, str]:
+    from .config import load_config
+    from .control import client_socket_path, send_command
+
+    config = None
+    if args.config:
+        try:
+            config = load_config(args.config)
+        except ConfigError as exc:
+            _print_config_errors(exc)
+            raise SystemExit(EX_CONFIG) from None
+    return send_command(client_socket_path(args.socket, config), command, timeout=args.timeout)
+
+
+def cmd_status(args: argparse.Namespace) -> int:
+    import json
+
+    ok, text = _control(args, "status")
+    if not ok:
+        print(f"uun-gateway status: {text}", file=sys.stderr)
+        return 1
+    try:
+        print(json.dumps(json.loads(text), indent=2))
+    except ValueError:
+        print(text)
+    return 0
+
+
+def cmd_reload(args: argparse.Namespace) -> int:
+    ok, text = _control(args, "reload")
+    if not ok:
+        print(f"uun-gateway reload: {text}", file=sys.stderr)
+        return EX_CONFIG if text.startswith("reload refused") else 1
+    print(text)
+    return 0
+
+
+def _add_control_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--socket",
+        metavar="PATH",
+        help="the gateway's command socket (default: gateway.socket.path of -c FILE, else "
+        "$RUNTIME_DIRECTORY/control.sock, else /run/uun-gateway/control.sock if it exists, else ./uun-gateway.sock)",
+    )
+    parser.add_argument("-c", "--config", metavar="FILE", help="the config file whose gateway.socket.path to use")
+    parser.add_argument("--timeout", type=float, default=30.0, metavar="S", help="seconds to wait for the answer (30)")
 
 
 def cmd_storage(args: argparse.Namespace) -> int:
@@ -117,7 +188,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"uun-gateway {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
 
-    run = sub.add_parser("run", help="run the gateway in the foreground until SIGTERM/SIGINT")
+    run = sub.add_parser("run", help="run the gateway in the foreground until SIGTERM/SIGINT; SIGHUP re-reads the config file")
     run.add_argument("-c", "--config", required=True, help="the JSON config file")
     run.add_argument(
         "--log-level",
@@ -147,6 +218,23 @@ def build_parser() -> argparse.ArgumentParser:
     storage.add_argument("--show", type=_count, default=10, metavar="N", help="how many of the oldest entries (10)")
     storage.add_argument("-o", "--output", metavar="OUT", help="with 'export': write OUT (0600) instead of stdout")
     storage.set_defaults(func=cmd_storage)
+
+    modules = sub.add_parser(
+        "modules",
+        help="list the installed modules: description, config keys, timers, and with -c whether a config enables them",
+    )
+    modules.add_argument("-c", "--config", metavar="FILE", help="say which modules this config file enables")
+    modules.set_defaults(func=cmd_modules)
+
+    status = sub.add_parser("status", help="ask the running gateway for its status (over its command socket)")
+    _add_control_arguments(status)
+    status.set_defaults(func=cmd_status)
+
+    reload = sub.add_parser(
+        "reload", help="make the running gateway re-read its config file and apply it (as SIGHUP does)"
+    )
+    _add_control_arguments(reload)
+    reload.set_defaults(func=cmd_reload)
 
     commands = Commands(sub)
     for entry_point in command_entry_points().values():

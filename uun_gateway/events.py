@@ -124,6 +124,20 @@ def _handler(mark: _Mark, func: Callable[..., Any], name: str) -> Handler:
     )
 
 
+def declared_handlers(cls: type) -> list[tuple[str, str | None]]:
+    """``(event, timer id or command name)`` of the ``@on`` methods a class declares (base classes
+    first), read without constructing it; handlers added at run time or by parts are not known."""
+    found: dict[str, tuple[_Mark, ...]] = {}
+    for klass in reversed(cls.__mro__):
+        for attr_name, attr in vars(klass).items():
+            func = attr.__func__ if isinstance(attr, (staticmethod, classmethod)) else attr
+            if inspect.isfunction(func) and hasattr(func, _MARK):
+                found[attr_name] = getattr(func, _MARK)
+            elif attr_name in found:
+                del found[attr_name]
+    return [(mark.event, mark.name) for marks in found.values() for mark in marks]
+
+
 def find_handlers(obj: object, _depth: int = 0) -> list[Handler]:
     """Return ``obj``'s handlers: its class's ``@on`` methods in definition order (base classes first),
     then those marked at run time on the instance, then those of its :func:`submodule` parts.

@@ -1,14 +1,19 @@
-"""The stop-signal policy shared by :meth:`Gateway.signal_handler` and ``uun-gateway run``.
+"""The signal policy shared by :meth:`Gateway.signal_handler` and ``uun-gateway run``.
 
 SIGINT, SIGTERM and SIGUSR2 stop and exit 0; SIGUSR1 stops and exits 1 (uun-iot's meanings). The
 first of them requests the stop; any later one, while stopping, is counted and ignored, so stop
-handlers never run twice.
+handlers never run twice. In ``uun-gateway run`` SIGHUP re-reads the config file
+(:class:`ReloadRequests`).
 """
 
 from __future__ import annotations
 
+import logging
 import signal
 import threading
+from collections.abc import Callable
+
+from .errors import UunGatewayError
 
 STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGUSR1, signal.SIGUSR2)
 
@@ -52,3 +57,54 @@ class StopRequest:
         self.signal = None
         self.ignored = 0
         self.requested.clear()
+
+
+RELOAD_SIGNAL = signal.SIGHUP
+
+
+class ReloadRequests:
+    """SIGHUP in ``uun-gateway run``: re-read the config file and apply it (:meth:`Gateway.reload`).
+
+    :meth:`request` only sets an event, so it is safe inside a signal handler; the reload runs in a
+    thread of its own (``reload``) started by :meth:`start`, one at a time; requests that arrive
+    during a reload are coalesced into one more. A request before :meth:`start` waits for it. The
+    outcome is logged: what changed, or the errors (the running config is kept). :meth:`close`
+    ends the thread (after a reload under way) and is idempotent.
+    """
+
+    def __init__(self, logger: logging.Logger) -> None:
+        self._logger = logger
+        self._pending = threading.Event()
+        self._closing = False
+        self._thread: threading.Thread | None = None
+        self._reload: Callable[[], str] | None = None
+
+    def request(self) -> None:
+        self._pending.set()
+
+    def start(self, reload: Callable[[], str]) -> None:
+        self._reload = reload
+        self._thread = threading.Thread(target=self._run, name="reload", daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        assert self._reload is not None
+        while True:
+            self._pending.wait()
+            if self._closing:
+                return
+            self._pending.clear()
+            self._logger.info("%s received: re-reading the config", signal_name(RELOAD_SIGNAL))
+            try:
+                self._logger.info("config reloaded: %s", self._reload())
+            except UunGatewayError as exc:
+                self._logger.error("config not reloaded, the running config is kept:\n%s", exc)
+            except Exception:
+                self._logger.exception("config reload failed; the running config is kept")
+
+    def close(self) -> None:
+        thread, self._thread = self._thread, None
+        self._closing = True
+        self._pending.set()
+        if thread is not None and thread is not threading.current_thread():
+            thread.join()
