@@ -81,7 +81,7 @@ def format_module(info: ModuleInfo, enabled: bool | None) -> list[str]:
     lines.append(f"    timers (gateway.moduleTimers.{info.id}): {', '.join(info.timers) or 'none'}")
     if info.commands:
         lines.append(f"    socket commands: {', '.join(info.commands)}")
-    change = "updated in place" if info.updates_in_place else "restarts the module"
+    change = "is applied in place" if info.updates_in_place else "restarts the module"
     priority = f"{info.priority:g}" if info.priority is not None else "0 (default)"
     lines.append(f"    priority {priority}; a changed section {change}")
     return lines
