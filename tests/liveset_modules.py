@@ -75,8 +75,7 @@ class Ticker(_Recorded):
 
     @on("start")
     def wait_for_stop(self, evs: tuple[threading.Event, threading.Event]) -> None:
-        runev, stopev = evs
-        stopev.wait()
+        evs[1].wait()  # stopev: set when this module stops
         self.start_thread_ended.set()
 
     @on("tick")

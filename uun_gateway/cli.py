@@ -188,7 +188,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"uun-gateway {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
 
-    run = sub.add_parser("run", help="run the gateway in the foreground until SIGTERM/SIGINT; SIGHUP re-reads the config file")
+    run = sub.add_parser(
+        "run", help="run the gateway in the foreground until SIGTERM/SIGINT; SIGHUP re-reads the config file"
+    )
     run.add_argument("-c", "--config", required=True, help="the JSON config file")
     run.add_argument(
         "--log-level",
