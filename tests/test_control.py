@@ -66,7 +66,7 @@ def served(tmp_path: Path, site: Path) -> Iterator[tuple[Gateway, Path, Path]]:
 def test_status_over_the_socket_and_its_cli_client(
     served: tuple[Gateway, Path, Path], capsys: pytest.CaptureFixture[str]
 ) -> None:
-    gateway, path, sock = served
+    _, path, sock = served
     assert sock.stat().st_mode & 0o777 == 0o600
     ok, text = send_command(sock, "commands")
     assert ok and set(text.split(",")) >= {"commands", "status", "reload"}
@@ -101,7 +101,7 @@ def test_reload_over_the_socket_applies_the_edited_file_or_refuses_it(
 
     path.write_text("{not json")
     ok, text = send_command(sock, "reload")
-    assert not ok and text.startswith(f"reload refused: ") and gateway.config == good
+    assert not ok and text.startswith("reload refused: ") and gateway.config == good
 
 
 def test_clients_name_the_socket_they_cannot_reach(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
