@@ -54,6 +54,7 @@ setup(
             "unisenza = uun_gateway.modules.unisenza.module:Unisenza",
         ],
         "uun_gateway.commands": [
+            "alarms = uun_gateway.alarms:register",
             "onewire = uun_gateway.modules.onewire.cli:register",
             "unisenza = uun_gateway.modules.unisenza.cli:register",
         ],

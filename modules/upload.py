@@ -139,7 +139,12 @@ class Upload(Module):
 
     def _module_of(self, source: str) -> Any:
         modules = self.gateway.modules if self.gateway is not None else []
-        return next((m for m in modules if getattr(m, "id", None) == source), None)
+        found = next((m for m in modules if getattr(m, "id", None) == source), None)
+        if found is None:
+            # the source "alarms": the gateway's alarm transitions (gateway.alarms), stored like data
+            alarms = getattr(self.gateway, "alarms", None)
+            found = alarms if getattr(alarms, "id", None) == source else None
+        return found
 
     def _running(self) -> bool:
         return not self.stop_event.is_set()

@@ -62,6 +62,17 @@ def _open_files() -> set[str]:
 
 
 @pytest.fixture(autouse=True)
+def fresh_entry_points() -> Iterator[None]:
+    """Entry points are read once per process; a test that installs a plugin (on sys.path) must
+    not see another test's, nor miss its own."""
+    from uun_gateway.plugins import rescan
+
+    rescan()
+    yield
+    rescan()
+
+
+@pytest.fixture(autouse=True)
 def no_leaks() -> Iterator[None]:
     """Fail a test that leaves a thread, a child process or an open file or socket behind."""
     threads, children, files = set(threading.enumerate()), _children(), _open_files()

@@ -6,13 +6,17 @@ test can see which instance started, stopped or was constructed, in which order.
 
 from __future__ import annotations
 
+import importlib
 import itertools
+import sys
 import threading
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, ClassVar
 
 from uun_gateway import Module, UuAppClient, on
+from uun_gateway.plugins import rescan
 
 JOURNAL: list[str] = []
 _numbers = itertools.count(1)
@@ -30,12 +34,28 @@ ENTRY_POINTS = {
 
 def install(directory: Path) -> None:
     """Write a distribution's metadata registering :data:`ENTRY_POINTS` into ``directory`` (put
-    it on ``sys.path`` to install them)."""
+    it on ``sys.path`` to install them, see :func:`installed_in`)."""
     dist = directory / "liveset_test_modules-1.0.dist-info"
     dist.mkdir(exist_ok=True)
     (dist / "METADATA").write_text("Metadata-Version: 2.1\nName: liveset-test-modules\nVersion: 1.0\n")
     lines = "".join(f"{name} = {value}\n" for name, value in ENTRY_POINTS.items())
     (dist / "entry_points.txt").write_text(f"[uun_gateway.modules]\n{lines}")
+
+
+@contextmanager
+def installed_in(directory: Path) -> Iterator[Path]:
+    """The test modules installed (in ``directory``) for the duration, the journal cleared; the
+    entry points are read again on entry and on exit."""
+    install(directory)
+    sys.path.insert(0, str(directory))
+    importlib.invalidate_caches()
+    rescan()
+    JOURNAL.clear()
+    try:
+        yield directory
+    finally:
+        sys.path.remove(str(directory))
+        rescan()
 
 
 def record(entry: str) -> None:

@@ -14,7 +14,7 @@ from typing import Any
 
 import pytest
 
-from uun_gateway import ConfigError, Gateway
+from uun_gateway import ConfigApplyError, ConfigError, Gateway, Module, on
 from uun_gateway.cli import main
 
 UUAPP = {"gateway": "uuapp.example.com", "uuAppName": "app", "awid": "a1"}
@@ -54,6 +54,17 @@ MALFORMED: list[tuple[Any, str, str]] = [
     ({"uuApp": {**UUAPP, "timeout": -3}}, "uuApp.timeout", "-3"),
     ({"uuApp": UUAPP, "uuThing": {"uuIdentity": "1-2", "accessCode1": "a"}}, "uuThing", "'accessCode2'"),
     ({"gateway": {"moduleTimers": {"hearbeat": 60}}}, "gateway.moduleTimers.hearbeat", '"heartbeat"'),
+    # numbers that validate as numbers but cannot be scheduled or waited for
+    ({"gateway": {"moduleTimers": {"m": 1e10}}}, "gateway.moduleTimers.m", "at most a year"),
+    ({"gateway": {"moduleTimers": {"m": {"read": 31536001}}}}, "gateway.moduleTimers.m.read", "at most a year"),
+    ({"gateway": {"stopTimeout": 1e10}}, "gateway.stopTimeout", "at most a day"),
+    ({"gateway": {"handlerTimeout": 1e10}}, "gateway.handlerTimeout", "at most"),
+    ({"gateway": {"moduleTimers": {"m": 10**400}}}, "gateway.moduleTimers.m", "integer of 401 digits"),
+    (
+        {"gateway": {"moduleBackupStorage": {"m": {"path": "a", "limit": 2**64}}}},
+        "gateway.moduleBackupStorage.m.limit",
+        "at most",
+    ),
 ]
 
 
@@ -198,3 +209,91 @@ def test_run_under_systemd_logs_with_priority_prefixes(tmp_path: Path) -> None:
     assert run.wait_for_line("gateway started").startswith("<6>uun_gateway.gateway: ")
     run.proc.send_signal(signal.SIGTERM)
     assert run.finish() == 0
+
+
+def _nested(depth: int) -> dict[str, Any]:
+    doc: dict[str, Any] = {}
+    for _ in range(depth):
+        doc = {"a": doc}
+    return doc
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ('{"gateway": {"moduleTimers": {"m": 1' + "0" * 400 + "}}}", "integer of 401 digits"),
+        ('{"gateway": {"moduleTimers": {"m": 1' + "0" * 5000 + "}}}", "invalid JSON"),
+        ('{"gateway": {"m": ' + '{"a": ' * 900 + "1" + "}" * 900 + "}}", "nested deeper than 64 levels"),
+        ('{"gateway": {"m": ' + "[" * 100000 + "]" * 100000 + "}}", "nested too deeply"),
+    ],
+    ids=["400 digits", "5000 digits", "900 levels", "100000 levels"],
+)
+def test_every_config_failure_exits_78_without_a_traceback(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], text: str, message: str
+) -> None:
+    path = tmp_path / "config.json"
+    path.write_text(text)
+    assert main(["check-config", str(path)]) == 78
+    err = capsys.readouterr().err
+    assert message in err and "Traceback" not in err
+
+
+def test_run_exits_78_on_a_period_that_cannot_be_scheduled(tmp_path: Path) -> None:
+    config = tmp_path / "c.json"
+    config.write_text(json.dumps({"gateway": {"moduleTimers": {"heartbeat": 1e10}, "stopTimeout": 1e10}}))
+    run = Run(config)
+    assert run.finish() == 78
+    assert any("gateway.moduleTimers.heartbeat" in line and "at most a year" in line for line in run.seen)
+    assert any("gateway.stopTimeout" in line for line in run.seen)
+
+
+def test_a_remote_config_with_unschedulable_or_deep_values_is_rejected_unapplied() -> None:
+    gateway = Gateway({"gateway": {"moduleTimers": {"heartbeat": 60}}})
+    before = json.dumps(gateway.config)
+    for bad in (
+        {"gateway": {"moduleTimers": {"heartbeat": 1e10}}},
+        {"gateway": {"moduleTimers": {"heartbeat": 10**400}}},
+        {"gateway": {"moduleTimers": {"heartbeat": 60}, "heartbeat": _nested(5000)}},
+    ):
+        with pytest.raises(ConfigError) as info:
+            gateway.reconfigure(bad, save=False)
+        assert not isinstance(info.value, ConfigApplyError)
+        assert json.dumps(gateway.config) == before
+        assert gateway.config_error is not None and "gateway." in gateway.config_error
+    assert gateway.timers[("heartbeat", None)].period == 60
+
+
+class Referrer(Module):
+    """A module whose section names a file and other modules, as the uuApp CA bundle and the
+    upload sources do."""
+
+    id = "referrer"
+    config_schema = {
+        "type": "object",
+        "properties": {
+            "caBundle": {"type": "string", "format": "existing-file", "description": "a CA file"},
+            "sources": {"type": "object", "propertyNames": {"format": "module-id"}},
+        },
+    }
+
+    @on("tick")
+    def tick(self) -> None:
+        pass
+
+
+def test_files_and_module_ids_a_section_names_are_checked(tmp_path: Path) -> None:
+    ca = tmp_path / "ca.pem"
+    ca.write_text("-----BEGIN CERTIFICATE-----\n")
+    good = {"caBundle": str(ca), "sources": {"referrer": {}}}
+    Gateway({"gateway": {"moduleTimers": {"referrer": 60}}}, lambda c, u: Referrer({"referrer": good}))
+    bad = {
+        "gateway": {
+            "moduleTimers": {"referrer": 60},
+            "referrer": {"caBundle": str(tmp_path / "nope.pem"), "sources": {"onewir": {}}},
+        }
+    }
+    with pytest.raises(ConfigError) as info:
+        Gateway(bad, lambda c, u: Referrer({}))
+    text = "\n".join(info.value.errors)
+    assert f'gateway.referrer.caBundle: "{tmp_path / "nope.pem"}": no such file; expected a CA file' in text
+    assert 'gateway.referrer.sources: "onewir": no loaded module has this id' in text

@@ -16,7 +16,6 @@ import pytest
 
 from tests import liveset_modules
 from tests.conftest import wait_for
-from tests.liveset_modules import JOURNAL
 from uun_gateway import Gateway, cli
 from uun_gateway.control import ControlError, client_socket_path, default_socket_path, send_command
 
@@ -24,13 +23,11 @@ ROOT = Path(__file__).resolve().parent.parent
 
 
 @pytest.fixture
-def site(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    site = tmp_path / "site"
-    site.mkdir()
-    liveset_modules.install(site)
-    monkeypatch.syspath_prepend(str(site))
-    JOURNAL.clear()
-    return site
+def site(tmp_path: Path) -> Iterator[Path]:
+    """The test modules installed as entry points (a dist-info on sys.path); the journal cleared."""
+    (tmp_path / "site").mkdir()
+    with liveset_modules.installed_in(tmp_path / "site") as site:
+        yield site
 
 
 def write(path: Path, config: dict[str, Any]) -> Path:

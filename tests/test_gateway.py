@@ -12,7 +12,7 @@ from typing import Any
 import pytest
 
 from tests.conftest import wait_for
-from uun_gateway import ConfigError, Gateway, Module, ModuleLoadError, on
+from uun_gateway import ConfigApplyError, ConfigError, Gateway, Module, ModuleLoadError, on
 
 
 class Recorder(Module):
@@ -484,3 +484,55 @@ def test_unusable_storage_locations_are_config_errors(tmp_path: Path) -> None:
     config = {"gateway": {"moduleBackupStorage": {"first": str(tmp_path)}, "moduleTimers": {"first": 1}}}
     with pytest.raises(ConfigError, match=r"gateway\.moduleBackupStorage\.first: .* is a directory"):
         Gateway(config, lambda c, u: First(c["gateway"], []))
+
+
+class Picky(Module):
+    """Refuses a section with ``"refuse": true`` when it is handed one (as a module could fail
+    half-way through an update)."""
+
+    @on("tick")
+    def tick(self) -> None:
+        pass
+
+    def replace_config(self, gateway_section: Any) -> None:
+        if gateway_section.get("picky", {}).get("refuse"):
+            raise OverflowError("cannot take this one")
+        super().replace_config(gateway_section)
+
+
+def test_a_config_that_fails_half_way_through_applying_is_rolled_back_entirely(tmp_path: Path) -> None:
+    log: list[str] = []
+    config = {"gateway": {"moduleTimers": {"first": 60, "picky": 60}, "storageDir": str(tmp_path)}}
+    gateway = Gateway(config, lambda c, u: [First(c["gateway"], log), Picky(c["gateway"])])
+    first, picky = gateway.modules
+    old = json.loads(json.dumps(gateway.config))
+    new = {"gateway": {**old["gateway"], "moduleTimers": {"first": 5, "picky": 7}, "picky": {"refuse": True}}}
+    with pytest.raises(ConfigApplyError, match="OverflowError: cannot take this one"):
+        gateway.reconfigure(new, save=False)
+    assert gateway.config == old
+    assert first._config == old["gateway"] and picky._config == old["gateway"]  # the first one was put back
+    assert gateway.timers[("first", None)].period == 60 and gateway.timers[("picky", None)].period == 60
+    assert gateway.config_error is not None and "OverflowError" in gateway.config_error
+    gateway.reconfigure({"gateway": {**old["gateway"], "moduleTimers": {"first": 5, "picky": 7}}}, save=False)
+    assert gateway.config_error is None and gateway.timers[("picky", None)].period == 7
+
+
+def test_a_timer_that_cannot_take_its_new_period_rolls_the_update_back(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from uun_gateway.timers import RepeatTimer
+
+    original: property = RepeatTimer.__dict__["period"]
+
+    def refuse_42(timer: RepeatTimer, value: float) -> None:
+        if value == 42:
+            raise OverflowError("timestamp out of range")
+        assert original.fset is not None
+        original.fset(timer, value)
+
+    monkeypatch.setattr(RepeatTimer, "period", property(original.fget, refuse_42))
+    config = {"gateway": {"moduleTimers": {"first": 60, "picky": 60}, "storageDir": str(tmp_path)}}
+    gateway = Gateway(config, lambda c, u: [First(c["gateway"], []), Picky(c["gateway"])])
+    with pytest.raises(ConfigApplyError):
+        gateway.reconfigure({"gateway": {**config["gateway"], "moduleTimers": {"first": 5, "picky": 42}}}, save=False)
+    assert gateway.timers[("first", None)].period == 60 and gateway.config["gateway"]["moduleTimers"]["first"] == 60

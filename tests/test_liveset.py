@@ -25,14 +25,11 @@ GET_CONFIG = "gateway/getConfiguration"
 
 
 @pytest.fixture
-def installed(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+def installed(tmp_path: Path) -> Iterator[Path]:
     """The test modules installed as entry points (a dist-info on sys.path); the journal cleared."""
-    site = tmp_path / "site"
-    site.mkdir()
-    liveset_modules.install(site)
-    monkeypatch.syspath_prepend(str(site))
-    JOURNAL.clear()
-    return site
+    (tmp_path / "site").mkdir()
+    with liveset_modules.installed_in(tmp_path / "site") as site:
+        yield site
 
 
 @pytest.fixture

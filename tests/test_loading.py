@@ -4,6 +4,7 @@ modules see, and the import graph of the framework and the built-in modules."""
 from __future__ import annotations
 
 import ast
+import json
 import threading
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -11,7 +12,7 @@ from typing import Any
 
 import pytest
 
-from uun_gateway import Gateway, Module, ModuleHost, ModuleLoadError, on
+from uun_gateway import ConfigError, Gateway, Module, ModuleHost, ModuleLoadError, on
 from uun_gateway.loading import adapt
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -152,3 +153,57 @@ def test_the_import_graph_has_no_cycles() -> None:
         if name not in state:
             visit(name, [name])
     assert cycles == []
+
+
+def test_check_config_lists_schema_and_load_time_errors_in_one_run(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from uun_gateway.cli import main
+
+    blocker = tmp_path / "a-file"
+    blocker.write_text("")
+    config = {
+        "gateway": {
+            "storageDir": str(blocker / "storage"),
+            "moduleTimers": {"onewire": {"scna": 60}, "hearbeat": 10},
+            "onewire": {"servers": [{"host": "127.0.0.1", "port": "x"}]},
+        }
+    }
+    path = tmp_path / "config.json"
+    path.write_text(json.dumps(config))
+    assert main(["check-config", str(path)]) == 78
+    err = capsys.readouterr().err
+    assert "gateway.onewire.servers[0].port" in err  # the schema error
+    assert "gateway.moduleTimers.onewire.scna: module 'onewire' has no @on('tick', 'scna') handler" in err
+    assert "gateway.moduleTimers.hearbeat: no module has the id 'hearbeat' (did you mean \"heartbeat\"?)" in err
+    assert "gateway.storageDir: cannot create" in err
+
+
+def test_a_module_init_gateway_lists_schema_and_timer_errors_together() -> None:
+    class Ticking(Module):
+        config_schema = {"type": "object", "properties": {"n": {"type": "integer"}}}
+
+        @on("tick", "fast")
+        def fast(self) -> None:
+            pass
+
+    with pytest.raises(ConfigError) as info:
+        Gateway(
+            {"gateway": {"moduleTimers": {"ticking": {"fsat": 1}}, "ticking": {"n": "x"}}},
+            lambda c, u: Ticking({}),
+        )
+    text = "\n".join(info.value.errors)
+    assert "gateway.ticking.n" in text and "gateway.moduleTimers.ticking.fsat" in text
+
+
+def test_a_config_without_uuapp_never_imports_the_uuapp_client(tmp_path: Path) -> None:
+    import subprocess
+    import sys
+
+    probe = (
+        "import sys; from uun_gateway import Gateway; "
+        f"Gateway({{'gateway': {{'onewire': {{}}, 'storageDir': {str(tmp_path)!r}}}}}); "
+        "print('requests' in sys.modules, 'uun_gateway.uuapp' in sys.modules)"
+    )
+    done = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, timeout=60, check=True)
+    assert done.stdout.split() == ["False", "False"]

@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import logging
+import subprocess
+import sys
 from importlib.metadata import EntryPoint
+from pathlib import Path
 
 import pytest
 
@@ -30,3 +33,22 @@ def test_a_plugin_command_that_cannot_load_is_a_warning_not_silence(
     assert "command 'broken'" in caplog.text
     args = parser.parse_args(["onewire", "scan"])  # the other plugins' commands are still there
     assert args.command == "onewire"
+
+
+def test_commands_import_only_what_they_need(tmp_path: Path) -> None:
+    config = tmp_path / "config.json"
+    config.write_text("{}")
+    probe = (
+        "import sys; from uun_gateway.cli import main; from uun_gateway.compat import LEGACY_MODULES; "
+        "code = main(sys.argv[1:]); print(sorted(m for m in sys.modules if m not in LEGACY_MODULES "
+        "and m.startswith(('uun_gateway.modules', 'jsonschema', 'requests'))))"
+    )
+
+    def imported(*argv: str) -> str:
+        done = subprocess.run([sys.executable, "-c", probe, *argv], capture_output=True, text=True, timeout=60)
+        return done.stdout
+
+    checked = imported("check-config", str(config))
+    assert "'jsonschema'" in checked and "uun_gateway.modules" not in checked  # no plugin CLI imported
+    listed = imported("storage", str(tmp_path / "none.sqlite"))
+    assert "jsonschema" not in listed and "requests" not in listed and "uun_gateway.modules" not in listed

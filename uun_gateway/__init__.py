@@ -3,38 +3,78 @@
 The public API::
 
     from uun_gateway import Gateway, Module, on, Storage, RepeatTimer, UuAppClient, UuCmdSession
+
+Names are imported on first use (PEP 562), so ``from uun_gateway import Module`` does not pay for
+the uuApp client, and the command line pays only for what its command needs.
 """
 
-from typing import Any
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
 
 from .compat import install as _install_legacy_paths
-from .config import load_config
-from .config import validate as validate_config
-from .errors import ConfigApplyError, ConfigError, ModuleLoadError, StorageError, UnsupportedEvent, UunGatewayError
-from .events import on
-from .files import atomic_write
-from .gateway import Gateway
-from .host import ModuleHost
-from .module import Module, ModuleStats, module_id_from_str
-from .outage import Backoff, Deadline, StateLog, describe_failure, safe_text
-from .plugins import Commands
-from .storage import Entry, Storage
-from .timers import RepeatTimer
-from .timestamps import iso_utc, parse_iso
-from .uuapp import TokenCommandError, TokenError, UuAppClient, UuCmdSession
 from .version import __version__
 
-_install_legacy_paths()
+if TYPE_CHECKING:
+    from .alarms import AlarmError, AlarmTransition
+    from .config import load_config
+    from .config import validate as validate_config
+    from .errors import ConfigApplyError, ConfigError, ModuleLoadError, StorageError, UnsupportedEvent, UunGatewayError
+    from .events import on
+    from .files import atomic_write
+    from .gateway import Gateway
+    from .host import ModuleHost
+    from .module import Module, ModuleStats, module_id_from_str
+    from .outage import Backoff, Deadline, StateLog, describe_failure, safe_text
+    from .plugins import Commands
+    from .readings import PointInfo, Reading
+    from .storage import Entry, Storage
+    from .timers import RepeatTimer
+    from .timestamps import iso_utc, parse_iso
+    from .uuapp import TokenCommandError, TokenError, UuAppClient, UuCmdSession
 
-
-def __getattr__(name: str) -> Any:
-    # uun-iot's top-level names (EvTick, ConfigScopeEnum, utils, ...), imported only when asked for.
-    from .compat import legacy_attribute
-
-    return legacy_attribute(__name__, name)
-
+#: public name -> (submodule, attribute)
+_EXPORTS: dict[str, tuple[str, str]] = {
+    "AlarmError": ("alarms", "AlarmError"),
+    "AlarmTransition": ("alarms", "AlarmTransition"),
+    "PointInfo": ("readings", "PointInfo"),
+    "Reading": ("readings", "Reading"),
+    "Backoff": ("outage", "Backoff"),
+    "Commands": ("plugins", "Commands"),
+    "ConfigApplyError": ("errors", "ConfigApplyError"),
+    "ConfigError": ("errors", "ConfigError"),
+    "Deadline": ("outage", "Deadline"),
+    "Entry": ("storage", "Entry"),
+    "Gateway": ("gateway", "Gateway"),
+    "Module": ("module", "Module"),
+    "ModuleHost": ("host", "ModuleHost"),
+    "ModuleLoadError": ("errors", "ModuleLoadError"),
+    "ModuleStats": ("module", "ModuleStats"),
+    "RepeatTimer": ("timers", "RepeatTimer"),
+    "StateLog": ("outage", "StateLog"),
+    "Storage": ("storage", "Storage"),
+    "StorageError": ("errors", "StorageError"),
+    "TokenCommandError": ("uuapp", "TokenCommandError"),
+    "TokenError": ("uuapp", "TokenError"),
+    "UnsupportedEvent": ("errors", "UnsupportedEvent"),
+    "UuAppClient": ("uuapp", "UuAppClient"),
+    "UuCmdSession": ("uuapp", "UuCmdSession"),
+    "UunGatewayError": ("errors", "UunGatewayError"),
+    "atomic_write": ("files", "atomic_write"),
+    "describe_failure": ("outage", "describe_failure"),
+    "iso_utc": ("timestamps", "iso_utc"),
+    "load_config": ("config", "load_config"),
+    "module_id_from_str": ("module", "module_id_from_str"),
+    "on": ("events", "on"),
+    "parse_iso": ("timestamps", "parse_iso"),
+    "safe_text": ("outage", "safe_text"),
+    "validate_config": ("config", "validate"),
+}
 
 __all__ = [
+    "AlarmError",
+    "AlarmTransition",
     "Backoff",
     "Commands",
     "ConfigApplyError",
@@ -46,6 +86,8 @@ __all__ = [
     "ModuleHost",
     "ModuleLoadError",
     "ModuleStats",
+    "PointInfo",
+    "Reading",
     "RepeatTimer",
     "StateLog",
     "Storage",
@@ -67,3 +109,23 @@ __all__ = [
     "safe_text",
     "validate_config",
 ]
+
+
+_install_legacy_paths()
+
+
+def __getattr__(name: str) -> Any:
+    try:
+        module, attribute = _EXPORTS[name]
+    except KeyError:
+        # uun-iot's top-level names (EvTick, ConfigScopeEnum, utils, ...), imported only when asked for
+        from .compat import legacy_attribute
+
+        return legacy_attribute(__name__, name)
+    value = getattr(importlib.import_module(f".{module}", __name__), attribute)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted([*globals(), *_EXPORTS])

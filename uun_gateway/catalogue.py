@@ -48,15 +48,15 @@ def describe_module(module_id: str, entry_point: str) -> ModuleInfo:
         info.free_form = schema.get("additionalProperties", True) is not False
     handlers = declared_handlers(cls)
     defaults: Mapping[str | None, Any] = getattr(cls, "timer_defaults", None) or {}
-    ticks = list(dict.fromkeys(name for event, name in handlers if event == "tick"))
+    ticks = list(dict.fromkeys(name for event, name, _ in handlers if event == "tick"))
     for timer_id in ticks:
         label = "tick" if timer_id is None else timer_id
         default = defaults.get(timer_id)
         info.timers.append(f"{label} (default {default:g}s)" if isinstance(default, int | float) else label)
-    info.commands = [name for event, name in handlers if event == "command" and name]
+    info.commands = [name for event, name, _ in handlers if event == "command" and name]
     info.priority = class_priority(cls)
     declared = getattr(cls, "updates_in_place", None)
-    info.updates_in_place = declared if isinstance(declared, bool) else any(e == "update" for e, _ in handlers)
+    info.updates_in_place = declared if isinstance(declared, bool) else any(e == "update" for e, _, _ in handlers)
     return info
 
 

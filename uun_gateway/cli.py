@@ -7,18 +7,21 @@ import argparse
 import faulthandler
 import logging
 import os
-import signal
 import sys
-from collections.abc import Sequence
-from typing import Any
+from collections.abc import Collection, Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING
 
 from .errors import EX_CONFIG, EX_SOFTWARE, ConfigError, ModuleLoadError, UunGatewayError
-from .gateway import Gateway
 from .plugins import Commands, command_entry_points, load_command
-from .signals import RELOAD_SIGNAL, STOP_SIGNALS, ReloadRequests, StopRequest, signal_name
-from .storage import storage_command
-from .systemd import JournalFormatter
+from .signals import ReloadRequests, SignalWatch, StopRequest
 from .version import __version__
+
+if TYPE_CHECKING:
+    from .gateway import Gateway
+
+# Each command imports what it needs when it runs: ``--help``, ``storage`` or a plugin's command
+# never pay for the gateway, jsonschema or the uuApp client, and ``run`` never imports a plugin's CLI.
 
 logger = logging.getLogger("uun_gateway.cli")
 
@@ -28,6 +31,8 @@ def configure_logging(level: str = "INFO") -> None:
     readable line with a timestamp."""
     handler = logging.StreamHandler(sys.stderr)
     if os.environ.get("JOURNAL_STREAM"):
+        from .systemd import JournalFormatter
+
         handler.setFormatter(JournalFormatter())
     else:
         handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)-7s %(name)s: %(message)s"))
@@ -40,10 +45,24 @@ def _print_config_errors(exc: ConfigError) -> None:
     print(f"{exc.source or 'config'}: invalid configuration ({len(exc.errors)} error(s)):", file=sys.stderr)
     for error in exc.errors:
         print(f"  {error}", file=sys.stderr)
+    _print_config_warnings(exc.source or "config", exc.warnings)
+
+
+def _print_config_warnings(source: str, warnings: list[str]) -> None:
+    if warnings:
+        print(
+            f"{source}: {len(warnings)} warning(s), fine for an application that brings its own modules; "
+            "`uun-gateway run` refuses them (check with --strict):",
+            file=sys.stderr,
+        )
+    for warning in warnings:
+        print(f"  {warning}", file=sys.stderr)
 
 
 def _load_gateway(path: str, strict: bool = True) -> Gateway | int:
     """The gateway of the config file ``path``, or the exit code after saying why it cannot load."""
+    from .gateway import Gateway
+
     try:
         return Gateway(path, strict=strict)
     except ConfigError as exc:
@@ -54,25 +73,47 @@ def _load_gateway(path: str, strict: bool = True) -> Gateway | int:
         return EX_SOFTWARE
 
 
+#: The packaged service: its config file and the working directory its unit runs in.
+SERVICE_CONFIG = Path("/etc/uun-gateway/config.json")
+SERVICE_WORKDIR = Path("/var/lib/uun-gateway")
+
+
+def service_workdir(config: Path) -> Path:
+    """Where the service running ``config`` resolves relative paths: ``$STATE_DIRECTORY`` under
+    systemd, the packaged unit's working directory for the packaged config, else the current one."""
+    state = os.environ.get("STATE_DIRECTORY")
+    if state:
+        return Path(state.split(":")[0])
+    if config.resolve() == SERVICE_CONFIG.resolve() and SERVICE_WORKDIR.is_dir():
+        return SERVICE_WORKDIR
+    return Path.cwd()
+
+
 def cmd_check_config(args: argparse.Namespace) -> int:
-    gateway = _load_gateway(args.file, strict=args.strict)
+    path = Path(args.file).absolute()
+    workdir = Path(args.workdir).absolute() if args.workdir else service_workdir(path)
+    if not workdir.is_dir():
+        print(f"uun-gateway check-config: --workdir {str(workdir)!r} is not a directory", file=sys.stderr)
+        return 2
+    previous = Path.cwd()
+    os.chdir(workdir)  # judge relative paths where the service resolves them
+    try:
+        gateway = _load_gateway(str(path), strict=args.strict)
+    finally:
+        os.chdir(previous)
     if isinstance(gateway, int):
         return gateway
     timers = ", ".join(f"{t.name} every {t.period:g}s" for t in gateway.timers.values()) or "none"
     print(f"{args.file}: OK; modules: {', '.join(m.id for m in gateway.modules) or 'none'}; timers: {timers}")
-    if gateway.config_warnings:
-        print(
-            f"{args.file}: {len(gateway.config_warnings)} warning(s), fine for an application that brings its own "
-            "modules; `uun-gateway run` refuses them (check with --strict):",
-            file=sys.stderr,
-        )
-        for warning in gateway.config_warnings:
-            print(f"  {warning}", file=sys.stderr)
+    _print_config_warnings(args.file, gateway.config_warnings)
     return 0
 
 
-def cmd_run(args: argparse.Namespace) -> int:
-    configure_logging(args.log_level)
+def cmd_run(args: argparse.Namespace, stop: StopRequest | None = None, reloads: ReloadRequests | None = None) -> int:
+    """Run until a stop signal; ``stop`` and ``reloads`` (SIGHUP) are fed by the
+    :class:`SignalWatch` :func:`main` set up before anything else, so a signal at any moment of
+    start-up or stop is handled (a SIGHUP before the gateway started is a reload once it has)."""
+    stop = stop if stop is not None else StopRequest()
     # A watchdog kill is SIGABRT: leave every thread's stack in the journal.
     faulthandler.enable(all_threads=True)
     gateway = _load_gateway(args.config)
@@ -80,24 +121,14 @@ def cmd_run(args: argparse.Namespace) -> int:
         return gateway
     from .systemd import SystemdNotifier
 
-    stop = StopRequest()
-
-    def on_signal(sig: int, frame: Any) -> None:
-        if stop.receive(sig):
-            logger.info("%s received, stopping", signal_name(sig))
-        else:
-            logger.warning("%s received while stopping; already stopping", signal_name(sig))
-
-    for sig in STOP_SIGNALS:
-        signal.signal(sig, on_signal)
-    reloads = ReloadRequests(logger)
-    signal.signal(RELOAD_SIGNAL, lambda sig, frame: reloads.request())
+    reloads = reloads if reloads is not None else ReloadRequests(logger)
     notifier = SystemdNotifier.from_env(gateway)
     try:
-        gateway.start()
-        notifier.ready()
-        reloads.start(gateway.reload)
-        stop.requested.wait()
+        if not stop.requested.is_set():
+            gateway.start()
+            notifier.ready()
+            reloads.start(gateway.reload)
+            stop.requested.wait()
     finally:
         reloads.close()
         notifier.stopping()
@@ -173,6 +204,8 @@ def _add_control_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def cmd_storage(args: argparse.Namespace) -> int:
+    from .storage import storage_command
+
     return storage_command(args.path, args.file, show=args.show, output=args.output)
 
 
@@ -183,7 +216,10 @@ def _count(text: str) -> int:
     return int(text)
 
 
-def build_parser() -> argparse.ArgumentParser:
+def build_parser(plugins: Collection[str] | None = None) -> argparse.ArgumentParser:
+    """The command-line parser. Plugin commands named in ``plugins`` (all when None) are imported
+    and registered in full; the others are listed by their entry-point name only (a command
+    imports its plugin when it is the one given)."""
     parser = argparse.ArgumentParser(prog="uun-gateway", description="uun-gateway: IoT gateway framework")
     parser.add_argument("--version", action="version", version=f"uun-gateway {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
@@ -203,6 +239,12 @@ def build_parser() -> argparse.ArgumentParser:
 
     check = sub.add_parser("check-config", help="validate a config file; exit 0 if valid, 78 with every error if not")
     check.add_argument("file")
+    check.add_argument(
+        "--workdir",
+        metavar="DIR",
+        help="judge relative paths from DIR (default: where the service resolves them: $STATE_DIRECTORY, "
+        f"{SERVICE_WORKDIR} for {SERVICE_CONFIG}, else the current directory)",
+    )
     check.add_argument(
         "--strict",
         action="store_true",
@@ -239,7 +281,11 @@ def build_parser() -> argparse.ArgumentParser:
     reload.set_defaults(func=cmd_reload)
 
     commands = Commands(sub)
-    for entry_point in command_entry_points().values():
+    for name, entry_point in command_entry_points().items():
+        if plugins is not None and name not in plugins:
+            stub = sub.add_parser(name, help=f"{name} commands (plugin {entry_point.module})", add_help=False)
+            stub.add_argument("rest", nargs=argparse.REMAINDER, help=argparse.SUPPRESS)
+            continue
         register = load_command(entry_point)
         if register is None:
             continue
@@ -251,14 +297,30 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    """The ``uun-gateway`` command. Stop signals are blocked first thing and, for ``run``, taken by
+    a :class:`SignalWatch` thread until the gateway has stopped; other commands get the normal
+    signal behaviour back once their arguments are parsed."""
+    watch = SignalWatch.block(logger)
     try:
+        arguments = list(sys.argv[1:] if argv is None else argv)
+        command = next((a for a in arguments if not a.startswith("-")), None)
+        args = build_parser({command} if command else set()).parse_args(arguments)
+        if args.command == "run":
+            configure_logging(args.log_level)
+            watch.start()
+            return cmd_run(args, watch.stop, watch.reloads)
+        watch.close()
         return int(args.func(args))
+    except ConfigError as exc:  # every config failure is 78, whichever command finds it
+        _print_config_errors(exc)
+        return EX_CONFIG
     except UunGatewayError as exc:
         print(f"uun-gateway {args.command}: {exc}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:
         return 130
+    finally:
+        watch.close()
 
 
 if __name__ == "__main__":

@@ -5,24 +5,36 @@ from __future__ import annotations
 
 import copy
 import difflib
+import errno
 import json
 import math
 import os
 import re
-import tempfile
-from collections.abc import Iterable, Mapping
+import stat
+from collections.abc import Collection, Iterable, Mapping
 from pathlib import Path
 from typing import Any, cast
 
 import jsonschema
 
+from .alarmschema import ALARMS_SCHEMA
 from .errors import ConfigError
+from .files import atomic_write
 from .priority import PRIORITY_SCHEMA
+
+#: Upper bounds: a value beyond them validates as a number but cannot be scheduled or waited for
+#: (``OverflowError: timestamp out of range``), and is a typo anyway.
+YEAR = 365 * 24 * 3600
+DAY = 24 * 3600
+MAX_DEPTH = 64  # nesting of a config (JSON objects and arrays); real configs use < 10
+MAX_INTEGER = 2**63 - 1  # what SQLite and every sane setting fit in
+MAX_CONFIG_BYTES = 4 * 1024 * 1024  # a config is a few KB; this bounds what reading one costs
 
 PERIOD_SCHEMA: dict[str, Any] = {
     "type": "number",
     "exclusiveMinimum": 0,
-    "description": "a period in seconds (a number > 0)",
+    "maximum": YEAR,
+    "description": f"a period in seconds (a number > 0, at most a year: {YEAR})",
 }
 
 _STORAGE_SETTING = {
@@ -34,7 +46,12 @@ _STORAGE_SETTING = {
             "required": ["path"],
             "properties": {
                 "path": {"type": "string", "minLength": 1, "description": "a non-empty file path"},
-                "limit": {"type": "integer", "minimum": 0, "description": "an integer >= 0 (0 = no limit)"},
+                "limit": {
+                    "type": "integer",
+                    "minimum": 0,
+                    "maximum": MAX_INTEGER,
+                    "description": "an integer >= 0 (0 = no limit)",
+                },
             },
             "additionalProperties": False,
         },
@@ -67,15 +84,18 @@ CORE_GATEWAY_SCHEMA: dict[str, Any] = {
     "stopTimeout": {
         "type": "number",
         "exclusiveMinimum": 0,
-        "description": "seconds stop() waits for handlers (a number > 0)",
+        "maximum": DAY,
+        "description": f"seconds stop() waits for handlers (a number > 0, at most a day: {DAY})",
     },
     "handlerTimeout": {
         "type": "number",
         "exclusiveMinimum": 0,
-        "description": "seconds a handler may run before the gateway counts as hung (a number > 0)",
+        "maximum": YEAR,
+        "description": f"seconds a handler may run before the gateway counts as hung (a number > 0, at most {YEAR})",
     },
     "nondecrementalUpdate": {"type": "boolean", "description": "true or false"},
     "modulePriority": PRIORITY_SCHEMA,
+    "alarms": ALARMS_SCHEMA,
 }
 
 
@@ -170,7 +190,7 @@ def _describe_one(error: jsonschema.ValidationError, outer: jsonschema.Validatio
     path = json_path(error.absolute_path)
     expected = _expected(error) or _expected(outer)
     schema = error.schema if isinstance(error.schema, dict) else {}
-    secret = bool(schema.get("writeOnly"))
+    secret = bool(schema.get("writeOnly")) or (_holds_secret(schema) and _has_text(error.instance))
     value = "<secret>" if secret else json.dumps(error.instance)
     if len(value) > 60:
         value = value[:57] + "..."
@@ -184,6 +204,14 @@ def _describe_one(error: jsonschema.ValidationError, outer: jsonschema.Validatio
         )
         hint = f"; expected {expected}" if patterns and expected else ""
         return [_unknown_key(path, key, allowed) + hint for key in extra]
+    if error.validator == "required":
+        return [f"{path}: required key {_missing_key(error)!r} is missing"]
+    if error.validator == "format" and error.validator_value in ("existing-file", "module-id"):
+        shown = json.dumps(error.instance)[:200]
+        if error.validator_value == "existing-file":
+            where = "" if Path(str(error.instance)).is_absolute() else f" (relative to {str(Path.cwd())!r})"
+            return [f"{path}: {shown}: no such file{where}; expected {expected or 'a file'}"]
+        return [f"{path}: {shown}: no loaded module has this id; expected {expected or 'a module id'}"]
     if secret:
         message = f"{value} has the wrong type" if error.validator == "type" else f"{value} is not valid"
     elif error.validator in ("oneOf", "anyOf") or expected is None:
@@ -195,6 +223,26 @@ def _describe_one(error: jsonschema.ValidationError, outer: jsonschema.Validatio
     else:
         message = error.message
     return [f"{path}: {message}" + (f"; expected {expected}" if expected else "")]
+
+
+def _holds_secret(schema: Any, depth: int = 0) -> bool:
+    """Whether a value checked against ``schema`` may be or contain a secret (``writeOnly``
+    anywhere inside): ``"uuThing": "<the access code>"`` must not be printed either."""
+    if isinstance(schema, dict):
+        return bool(schema.get("writeOnly")) or (
+            depth < 16 and any(_holds_secret(v, depth + 1) for v in schema.values())
+        )
+    if isinstance(schema, list):
+        return depth < 16 and any(_holds_secret(v, depth + 1) for v in schema)
+    return False
+
+
+def _has_text(value: Any) -> bool:
+    """Whether ``value`` holds a string or number anywhere (what a secret could be)."""
+    if isinstance(value, str | int | float) and not isinstance(value, bool):
+        return True
+    items = value.values() if isinstance(value, dict) else value if isinstance(value, list) else ()
+    return any(_has_text(item) for item in items)
 
 
 def _unknown_key(path: str, key: str, known: Iterable[str]) -> str:
@@ -210,9 +258,63 @@ def suggest(word: str, known: Iterable[str]) -> str:
     return f' (did you mean "{match[0]}"?)' if match else ""
 
 
-def validate(config: Any, schema: dict[str, Any]) -> list[str]:
-    """Every problem of ``config`` against ``schema``, as readable lines sorted by JSON path."""
-    validator = jsonschema.Draft202012Validator(schema)
+def value_errors(config: Any) -> list[str]:
+    """What no schema can check safely, each naming its JSON path: nesting deeper than
+    :data:`MAX_DEPTH`, integers beyond ±:data:`MAX_INTEGER`, NaN and infinities. Iterative: a
+    deep document cannot exhaust the stack here."""
+    errors: list[str] = []
+    stack: list[tuple[Any, tuple[Any, ...]]] = [(config, ())]
+    while stack:
+        value, path = stack.pop()
+        if len(path) > MAX_DEPTH:
+            errors.append(f"{json_path(path)}: nested deeper than {MAX_DEPTH} levels; expected a flatter document")
+            continue
+        if isinstance(value, bool):
+            continue
+        if isinstance(value, int) and abs(value) > MAX_INTEGER:
+            digits = len(str(abs(value))) if abs(value) < 10**4000 else "thousands of"
+            errors.append(f"{json_path(path)}: an integer of {digits} digits; expected at most {MAX_INTEGER}")
+        elif isinstance(value, float) and not math.isfinite(value):
+            errors.append(f"{json_path(path)}: {json.dumps(value)} is not a JSON number; expected a finite number")
+        elif isinstance(value, dict):
+            stack.extend((item, (*path, key)) for key, item in reversed(list(value.items())))
+        elif isinstance(value, list):
+            stack.extend((item, (*path, n)) for n, item in reversed(list(enumerate(value))))
+    return errors
+
+
+def _format_checker(module_ids: Collection[str] | None) -> jsonschema.FormatChecker:
+    """Only our own formats are checked (a schema may use the standard ones as annotations):
+
+    - ``"format": "existing-file"``: a string naming an existing regular file (a relative path
+      from the working directory, where the service resolves it), e.g. a CA bundle;
+    - ``"format": "module-id"``: the id of a loaded module (with ``propertyNames`` for keys), when
+      the loaded modules are known (``module_ids``).
+    """
+    checker = jsonschema.FormatChecker(formats=())
+
+    @checker.checks("existing-file")
+    def existing_file(value: object) -> bool:
+        return not isinstance(value, str) or (bool(value) and Path(value).is_file())
+
+    if module_ids is not None:
+        known = set(module_ids)
+
+        @checker.checks("module-id")
+        def module_id(value: object) -> bool:
+            return not isinstance(value, str) or value in known
+
+    return checker
+
+
+def validate(config: Any, schema: dict[str, Any], *, module_ids: Collection[str] | None = None) -> list[str]:
+    """Every problem of ``config`` against ``schema``, as readable lines sorted by JSON path
+    (after :func:`value_errors`: a document with such values is not checked further).
+    ``module_ids``: the loaded modules, for ``"format": "module-id"`` (see :func:`_format_checker`)."""
+    guarded = value_errors(config)
+    if guarded:
+        return guarded
+    validator = jsonschema.Draft202012Validator(schema, format_checker=_format_checker(module_ids))
     errors = sorted(validator.iter_errors(config), key=lambda e: [str(p) for p in e.absolute_path])
     return [line for error in errors for line in _describe(error)]
 
@@ -227,7 +329,8 @@ def load_config(path: str | os.PathLike[str]) -> dict[str, Any]:
     """Read a JSON config file. Raises :class:`ConfigError` naming the file (and line) on failure."""
     source = str(path)
     try:
-        text = Path(path).read_text(encoding="utf-8")
+        data = _read_regular_file(Path(path))
+        text = data.decode("utf-8")
     except OSError as exc:
         raise ConfigError([f"cannot read the file: {exc.strerror or exc}"], source) from exc
     except UnicodeDecodeError as exc:
@@ -247,6 +350,10 @@ def load_config(path: str | os.PathLike[str]) -> dict[str, Any]:
         config = json.loads(text, object_pairs_hook=unique_keys)
     except json.JSONDecodeError as exc:
         raise ConfigError([f"line {exc.lineno} column {exc.colno}: invalid JSON: {exc.msg}"], source) from exc
+    except RecursionError:
+        raise ConfigError([f"nested too deeply to read; expected at most {MAX_DEPTH} levels"], source) from None
+    except ValueError as exc:  # e.g. an integer of more than 4300 digits
+        raise ConfigError([f"invalid JSON: {exc}"], source) from None
     if duplicates:
         raise ConfigError(
             [
@@ -258,24 +365,27 @@ def load_config(path: str | os.PathLike[str]) -> dict[str, Any]:
     if not isinstance(config, dict):
         raise ConfigError([f"(root): expected a JSON object, got {type(config).__name__}"], source)
     # Python's json takes NaN, Infinity and 1e999 (= inf), which pass every minimum/maximum
-    non_finite = [
-        f"{json_path(path)}: {json.dumps(value)} is not a JSON number; expected a finite number"
-        for path, value in _non_finite(config, ())
-    ]
-    if non_finite:
-        raise ConfigError(non_finite, source)
+    errors = value_errors(config)
+    if errors:
+        raise ConfigError(errors, source)
     return config
 
 
-def _non_finite(value: Any, path: tuple[Any, ...]) -> Iterable[tuple[tuple[Any, ...], float]]:
-    if isinstance(value, float) and not math.isfinite(value):
-        yield path, value
-    elif isinstance(value, dict):
-        for key, item in value.items():
-            yield from _non_finite(item, (*path, key))
-    elif isinstance(value, list):
-        for index, item in enumerate(value):
-            yield from _non_finite(item, (*path, index))
+def _read_regular_file(path: Path) -> bytes:
+    """The bytes of a regular file of at most :data:`MAX_CONFIG_BYTES`. A FIFO, a device or a
+    directory is refused without blocking on it (``O_NONBLOCK``); raises :class:`OSError`."""
+    fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
+    try:
+        info = os.fstat(fd)
+        if not stat.S_ISREG(info.st_mode):
+            raise OSError(errno.EINVAL, "not a regular file")
+        with os.fdopen(os.dup(fd), "rb") as f:
+            data = f.read(MAX_CONFIG_BYTES + 1)
+    finally:
+        os.close(fd)
+    if len(data) > MAX_CONFIG_BYTES:
+        raise OSError(errno.EFBIG, f"larger than {MAX_CONFIG_BYTES // (1024 * 1024)} MiB")
+    return data
 
 
 def normalized(config: Mapping[str, Any]) -> dict[str, Any]:
@@ -314,25 +424,4 @@ def save_update(target: Path, config_path: Path | None, config: Mapping[str, Any
 def save_config_atomically(path: str | os.PathLike[str], config: Mapping[str, Any]) -> None:
     """Replace the file at ``path`` with ``config`` so that it is, at every instant, either the old
     or the new complete file. The file's mode is kept (new files get 0600: configs hold secrets)."""
-    target = Path(path)
-    try:
-        mode = target.stat().st_mode & 0o7777
-    except FileNotFoundError:
-        mode = 0o600
-    fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            json.dump(config, f, indent=2)
-            f.write("\n")
-            f.flush()
-            os.fchmod(f.fileno(), mode)
-            os.fsync(f.fileno())
-        os.replace(tmp, target)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    dir_fd = os.open(target.parent, os.O_RDONLY | os.O_DIRECTORY)
-    try:
-        os.fsync(dir_fd)
-    finally:
-        os.close(dir_fd)
+    atomic_write(path, json.dumps(config, indent=2) + "\n")

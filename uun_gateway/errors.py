@@ -9,12 +9,14 @@ class ConfigError(UunGatewayError):
     """The configuration is invalid.
 
     ``errors`` lists every problem found, each naming the JSON path, the bad value and what was
-    expected, so a user can fix them all in one go.
+    expected, so a user can fix them all in one go; ``warnings`` what was found besides that a
+    lenient check lets pass.
     """
 
-    def __init__(self, errors: list[str], source: str | None = None) -> None:
+    def __init__(self, errors: list[str], source: str | None = None, warnings: list[str] | None = None) -> None:
         self.errors = list(errors)
         self.source = source
+        self.warnings = list(warnings or [])
         prefix = f"{source}: " if source else ""
         super().__init__("\n".join(prefix + e for e in self.errors) or f"{prefix}invalid configuration")
 

@@ -9,7 +9,7 @@ from typing import Any, TypeVar
 
 from .errors import UnsupportedEvent
 
-EVENTS = ("tick", "start", "stop", "update", "command")
+EVENTS = ("tick", "start", "stop", "update", "command", "alarm")
 _MARK = "__uun_gateway_events__"
 _RUNTIME = "__uun_gateway_runtime_handlers__"
 _SUBMODULE = "__uun_gateway_submodule__"
@@ -41,7 +41,9 @@ def on(event: str, name: str | None = None, *, blocking: bool = False, with_conf
     - ``@on("update")``: ``handler(self)``, run after a configuration update was applied; with
       ``with_config=True`` ``handler(self, gateway_section)`` gets the new ``gateway`` section;
     - ``@on("command", "name")``: ``handler(self, (name, argument))`` answers the command ``name``
-      sent to the gateway's command socket (``gateway.socket.path``); it returns a text or None.
+      sent to the gateway's command socket (``gateway.socket.path``); it returns a text or None;
+    - ``@on("alarm")``: ``handler(self, transition)``, run for every alarm transition
+      (:class:`~uun_gateway.alarms.AlarmTransition`) in the thread that caused it, after it was saved.
 
     A method may carry several ``@on`` marks. ``on`` may also be applied at run time to a bound
     method (``on("stop")(self.save)``): the handler then belongs to that instance only. Raises
@@ -124,9 +126,9 @@ def _handler(mark: _Mark, func: Callable[..., Any], name: str) -> Handler:
     )
 
 
-def declared_handlers(cls: type) -> list[tuple[str, str | None]]:
-    """``(event, timer id or command name)`` of the ``@on`` methods a class declares (base classes
-    first), read without constructing it; handlers added at run time or by parts are not known."""
+def _declared(cls: type) -> list[tuple[str, _Mark]]:
+    """(method name, mark) of the ``@on`` handlers class ``cls`` declares, in class definition order
+    (base classes first); an override in a subclass replaces the base class's handler of the name."""
     found: dict[str, tuple[_Mark, ...]] = {}
     for klass in reversed(cls.__mro__):
         for attr_name, attr in vars(klass).items():
@@ -135,7 +137,13 @@ def declared_handlers(cls: type) -> list[tuple[str, str | None]]:
                 found[attr_name] = getattr(func, _MARK)
             elif attr_name in found:
                 del found[attr_name]
-    return [(mark.event, mark.name) for marks in found.values() for mark in marks]
+    return [(attr_name, mark) for attr_name, marks in found.items() for mark in marks]
+
+
+def declared_handlers(cls: type) -> list[tuple[str, str | None, str]]:
+    """``(event, timer id or command name, method name)`` of the ``@on`` handlers class ``cls``
+    declares, without an instance (handlers marked at run time on an instance are not known yet)."""
+    return [(mark.event, mark.name, name) for name, mark in _declared(cls)]
 
 
 def find_handlers(obj: object, _depth: int = 0) -> list[Handler]:
@@ -146,19 +154,9 @@ def find_handlers(obj: object, _depth: int = 0) -> list[Handler]:
     the base class's handler of the same name. Raises :class:`UnsupportedEvent` for parts nested
     deeper than five levels (a cycle).
     """
-    found: dict[str, tuple[_Mark, ...]] = {}
-    for cls in reversed(type(obj).__mro__):
-        for attr_name, attr in vars(cls).items():
-            func = attr.__func__ if isinstance(attr, (staticmethod, classmethod)) else attr
-            if inspect.isfunction(func) and hasattr(func, _MARK):
-                found[attr_name] = getattr(func, _MARK)
-            elif attr_name in found:
-                del found[attr_name]
     owner = type(obj).__name__
     handlers = [
-        _handler(mark, getattr(obj, attr_name), f"{owner}.{attr_name}")
-        for attr_name, marks in found.items()
-        for mark in marks
+        _handler(mark, getattr(obj, attr_name), f"{owner}.{attr_name}") for attr_name, mark in _declared(type(obj))
     ]
     attrs: dict[str, Any] = getattr(obj, "__dict__", {})
     for mark, method in attrs.get(_RUNTIME, ()):

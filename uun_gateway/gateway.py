@@ -2,26 +2,32 @@
 
 from __future__ import annotations
 
+import functools
 import logging
 import os
 import sys
 import threading
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from contextlib import AbstractContextManager
 from pathlib import Path
 from types import FrameType, TracebackType
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from .config import load_config, normalized, read_saved_update, save_update, saved_update_path
+from .config import load_config, normalized, read_saved_update, save_update, saved_update_path, value_errors
 from .errors import ConfigApplyError, ConfigError
 from .handlers import HandlerRunner
 from .liveset import LiveSet
 from .loading import LoadedModule, ModuleInit, TimerKey, load_modules
 from .priority import describe_order
 from .signals import StopRequest, exit_code_for, signal_name
+from .storage import state_directory
 from .timers import RepeatTimer
 from .timestamps import iso_utc
+
+if TYPE_CHECKING:
+    from .alarmservice import AlarmService
+    from .readings import Reading
 
 logger = logging.getLogger(__name__)
 
@@ -96,6 +102,10 @@ class Gateway(AbstractContextManager["Gateway"]):
             key: RepeatTimer(spec.period, self._runner.call, (spec.loaded, spec.handler), name=spec.name)
             for key, spec in self._set.timers(self.config).items()
         }
+        self.alarms: AlarmService | None = None
+        """The alarm rules of ``gateway.alarms`` (None when there are none); see :meth:`publish`."""
+        if self.config["gateway"].get("alarms"):
+            self._start_alarms(self.config["gateway"])
         if self.saved_update_path not in (None, self.config_path) and self.saved_update_path.exists():
             self._apply_saved_update(self.saved_update_path)
         logger.info(
@@ -103,6 +113,25 @@ class Gateway(AbstractContextManager["Gateway"]):
             len(self._modules),
             ", ".join(f"{m.id} ({len(m.handlers)} handlers)" for m in self._modules) or "none",
         )
+
+    def _start_alarms(self, gateway_section: Mapping[str, Any]) -> AlarmService:
+        from .alarmservice import AlarmService  # only a gateway with alarm rules pays for them
+
+        service = self.alarms = AlarmService(gateway_section)
+        ids = {m.id for m in self._modules}
+        for rule in service.engine.rules.values():
+            if rule.module not in ids:
+                logger.warning("alarm rule %s watches module %r, which is not loaded", rule.name, rule.module)
+        for loaded in self._modules:
+            for handler in loaded.of("alarm"):
+                service.subscribe(functools.partial(self._runner.call, loaded, handler))
+        return service
+
+    def publish(self, readings: Sequence[Reading]) -> None:
+        """Hand readings a module has stored to the alarm rules and the reading listeners (see
+        :meth:`Module.publish <uun_gateway.module.Module.publish>`). Thread-safe."""
+        if self.alarms is not None:
+            self.alarms.publish(readings)
 
     def _apply_saved_update(self, path: Path) -> None:
         """Lay the ``gateway`` section of a remote update saved at ``path`` over the config file's.
@@ -152,6 +181,8 @@ class Gateway(AbstractContextManager["Gateway"]):
                         self._runner.start_in_thread(loaded, handler, evs)
             for timer in self._timers.values():
                 timer.start()
+            if self.alarms is not None:
+                self.alarms.start()
             logger.info("gateway started: %d module(s), %d timer(s)", len(self._modules), len(self._timers))
 
     def stop(self) -> None:
@@ -194,6 +225,8 @@ class Gateway(AbstractContextManager["Gateway"]):
                     logger.error("timer %s: handler still running at stop; abandoned", timer.name)
             self._runner.run_each_in_thread(((m, h) for m in reversed(self._modules) for h in m.of("stop")), deadline)
             self._runner.join_started(deadline)
+            if self.alarms is not None:
+                self.alarms.stop()
             for loaded in self._modules:
                 loaded.close()
             if self.uuapp_client is not None:
@@ -245,7 +278,8 @@ class Gateway(AbstractContextManager["Gateway"]):
     def health(self) -> dict[str, Any]:
         """A JSON-ready summary: uptime, the last config error, and per module: stored entries (None
         when its storage was not opened), last successful send (ISO 8601 UTC), handler errors, send
-        failures, skipped timer ticks and the last error."""
+        failures, skipped timer ticks and the last error; with ``gateway.alarms``, ``alarms``: every
+        alarm that is not normal."""
         modules: dict[str, Any] = {}
         for loaded in self._modules:
             stats = loaded.stats
@@ -263,7 +297,15 @@ class Gateway(AbstractContextManager["Gateway"]):
             for t in self._timers.values()
         }
         uptime = time.monotonic() - self.started_at if self.started_at is not None else 0.0
-        return {"uptime": round(uptime, 1), "configError": self.config_error, "modules": modules, "timers": timers}
+        health: dict[str, Any] = {
+            "uptime": round(uptime, 1),
+            "configError": self.config_error,
+            "modules": modules,
+            "timers": timers,
+        }
+        if self.alarms is not None:
+            health["alarms"] = [alarm.to_dict() for alarm in self.alarms.alarms()]
+        return health
 
     def stalled(self, handler_timeout: float | None = None) -> list[str]:
         """Reasons the running gateway is not making progress (empty when it is): timer threads that
@@ -279,28 +321,29 @@ class Gateway(AbstractContextManager["Gateway"]):
 
     # -- configuration updates -------------------------------------------------------------------
 
-    def check(self, config: Mapping[str, Any]) -> list[str]:
-        """Every problem ``config`` would have for the loaded modules (empty when valid)."""
-        return self._live.check(normalized(config))
+    def check(self, config: Mapping[str, Any], *, remote: bool = False) -> list[str]:
+        """Every problem ``config`` would have for the loaded modules (empty when valid). A
+        ``remote`` config may not move a storage outside the state directory."""
+        trusted, state_dir = (self.config, state_directory(self.config_path)) if remote else (None, None)
+        return value_errors(config) or self._live.check(normalized(config), trusted=trusted, state_dir=state_dir)
 
-    def reconfigure(self, new_config: Mapping[str, Any], *, save: bool = True) -> bool:
+    def reconfigure(self, new_config: Mapping[str, Any], *, save: bool = True, remote: bool = True) -> bool:
         """Validate, apply and (``save``) persist a new configuration; return False if it equals the
         current one.
 
-        Applying replaces every module's ``_config``, re-times the timers whose period changed (a
-        handler may reconfigure its own timer) and runs the ``@on("update")`` handlers in module order.
-        Modules the change enables, disables, or whose section changed and who do not update in place
-        are added, removed or restarted while the others keep running (see :mod:`~uun_gateway.liveset`).
-        The config is then saved atomically (when the gateway was given a path): over the config file,
-        or under systemd its ``gateway`` section to ``$STATE_DIRECTORY/remote-config.json``, which
-        is laid over the config file at the next start (see :func:`~uun_gateway.config.saved_update_path`).
-        If validation fails nothing changes; if an update handler or the save fails, the previous
-        config is applied again and :class:`ConfigApplyError` (a :class:`ConfigError`) is raised;
-        otherwise :class:`ConfigError`. :attr:`config_error` records it until a later update succeeds.
+        Applying replaces every module's section, re-times the timers and runs the ``@on("update")``
+        handlers in module order; modules the change enables, disables, or whose section changed
+        and who do not update in place are added, removed or restarted while the others keep running
+        (see :mod:`~uun_gateway.liveset`); then the config is saved atomically (see
+        :func:`~uun_gateway.config.save_update`). All or nothing: if validation fails nothing
+        changes (:class:`ConfigError`); if any step of applying or the save fails, the previous
+        config is applied again and :class:`ConfigApplyError` is raised. :attr:`config_error`
+        records either until a later update succeeds. A ``remote`` config (the default: remote
+        updates and their saved copy) may place storages only inside the state directory.
         Thread-safe; updates are serialised.
         """
         with self._lock:
-            errors = self.check(new_config)
+            errors = self.check(new_config, remote=remote)
             if errors:
                 self.config_error = "; ".join(errors)
                 raise ConfigError(errors, "remote config")
@@ -317,7 +360,8 @@ class Gateway(AbstractContextManager["Gateway"]):
                     failure = f"saving {target} failed: {exc}"
             if failure is not None:
                 logger.error("config update failed (%s); rolling back to the previous config", failure)
-                self._apply(old, rollback=True)
+                if self._apply(old, rollback=True) is not None:
+                    logger.error("the previous config's update handlers failed too while rolling back")
                 self.config_error = failure
                 raise ConfigApplyError([f"{failure}; rolled back to the previous config"], "remote config")
             self.config_error = None
@@ -325,8 +369,22 @@ class Gateway(AbstractContextManager["Gateway"]):
             return True
 
     def _apply(self, config: dict[str, Any], *, rollback: bool = False) -> str | None:
-        """Carry a checked config out on the running module set (see :mod:`~uun_gateway.liveset`)."""
-        return self._live.apply(config, rollback=rollback)
+        """Make ``config`` the one in effect; the failure (None: none) for :meth:`reconfigure` to
+        roll back. Never raises: a failure half-way is rolled back like a failing handler. The
+        module set is changed by :meth:`LiveSet.apply <uun_gateway.liveset.LiveSet.apply>`
+        (``rollback``: starting again the modules the failed change stopped)."""
+        try:
+            if config["gateway"].get("alarms") != self.config["gateway"].get("alarms"):
+                if self.alarms is not None:
+                    self.alarms.replace_rules(config["gateway"])
+                elif config["gateway"].get("alarms"):
+                    service = self._start_alarms(config["gateway"])
+                    if self.runev.is_set():
+                        service.start()
+            return self._live.apply(config, rollback=rollback)
+        except Exception as exc:
+            logger.exception("applying the config failed")
+            return f"applying failed: {type(exc).__name__}: {exc}"
 
     def reload(self) -> str:
         """Re-read the config file (and the saved remote update over it, as at start) and apply it

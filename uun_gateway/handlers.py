@@ -1,5 +1,9 @@
 """HandlerRunner: calling module handlers at the handler boundary — exceptions caught, logged and
-counted — and running start/stop handlers in threads of their own with a deadline."""
+counted — and running start/stop handlers in threads of their own with a deadline.
+
+A handler that keeps failing (a tick every second against a broken sensor) is logged with its full
+traceback the first time (and when the exception type changes), then as one line with the count
+and the last message at most every ``repeat_every`` seconds, and once when it works again."""
 
 from __future__ import annotations
 
@@ -11,6 +15,7 @@ from typing import Any
 
 from .events import Handler
 from .loading import LoadedModule
+from .outage import DEFAULT_REPEAT_EVERY, Clock, StateLog
 
 logger = logging.getLogger("uun_gateway.gateway")
 
@@ -18,21 +23,37 @@ logger = logging.getLogger("uun_gateway.gateway")
 class HandlerRunner:
     """Runs handlers for a gateway. Thread-safe; a handler's exception never leaves :meth:`call`."""
 
-    def __init__(self) -> None:
+    def __init__(self, *, repeat_every: float = DEFAULT_REPEAT_EVERY, clock: Clock = time.monotonic) -> None:
         self._lock = threading.Lock()
         self._threads: set[threading.Thread] = set()
         self._start_threads: list[threading.Thread] = []
+        self._repeat_every = repeat_every
+        self._clock = clock
+        self._logs: dict[tuple[str, str, str], StateLog] = {}
+
+    def _log_of(self, loaded: LoadedModule, handler: Handler) -> StateLog:
+        key = (loaded.id, handler.event, handler.name)
+        with self._lock:
+            log = self._logs.get(key)
+            if log is None:
+                subject = f"module {loaded.id}: {handler.event} handler {handler.name}"
+                log = self._logs[key] = StateLog(logger, subject, repeat_every=self._repeat_every, clock=self._clock)
+            return log
 
     def call(self, loaded: LoadedModule, handler: Handler, *args: Any) -> bool:
-        """Call ``handler(*args)``; False (after logging its traceback and counting it in the module's
+        """Call ``handler(*args)``; False (after logging it as above and counting it in the module's
         stats) when it raised."""
+        log = self._log_of(loaded, handler)
         try:
             handler.func(*args)
-            return True
         except BaseException as exc:
-            logger.exception("module %s: %s handler %s raised", loaded.id, handler.event, handler.name)
-            loaded.stats.record_handler_error(f"{handler.name}: {type(exc).__name__}: {exc}")
+            problem = f"{type(exc).__name__}: {exc}"
+            log.failed(f"raised {problem}", state=type(exc).__name__, level=logging.ERROR, exc_info=exc)
+            loaded.stats.record_handler_error(f"{handler.name}: {problem}")
             return False
+        if log.failing:
+            log.ok("works again")
+        return True
 
     def start_in_thread(self, loaded: LoadedModule, handler: Handler, *args: Any) -> None:
         """Start ``handler(*args)`` in a daemon thread of its own; returns once it began running."""

@@ -8,7 +8,10 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Mapping, Sequence
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
+
+if TYPE_CHECKING:
+    from .readings import Reading
 
 
 class ModuleHost(Protocol):
@@ -23,7 +26,9 @@ class ModuleHost(Protocol):
     - :meth:`reconfigure`: validate, apply and persist a new configuration (see
       :meth:`Gateway.reconfigure`; raises :class:`~uun_gateway.errors.ConfigError`);
     - :meth:`reload`: re-read the config file and apply it; returns what changed (see
-      :meth:`Gateway.reload`; raises :class:`~uun_gateway.errors.ConfigError`).
+      :meth:`Gateway.reload`; raises :class:`~uun_gateway.errors.ConfigError`);
+    - :meth:`publish`: hand stored readings to the alarm rules and reading listeners
+      (:meth:`Module.publish <uun_gateway.module.Module.publish>` calls it).
 
     All of it is thread-safe.
     """
@@ -45,3 +50,5 @@ class ModuleHost(Protocol):
     def reconfigure(self, new_config: Mapping[str, Any], *, save: bool = True) -> bool: ...
 
     def reload(self) -> str: ...
+
+    def publish(self, readings: Sequence[Reading]) -> None: ...

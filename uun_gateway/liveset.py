@@ -42,7 +42,7 @@ from .errors import ConfigError, ModuleLoadError
 from .handlers import HandlerRunner
 from .host import ModuleHost
 from .loading import LoadedModule, ModuleSet, TimerKey, _construct, adapt, configured_module_ids
-from .plugins import load_module_class
+from .plugins import available_module_ids, load_module_class, rescan
 from .priority import describe_order, in_start_order
 from .timers import RepeatTimer
 from .uuapp import UuAppClient
@@ -66,7 +66,7 @@ class _Gateway(Protocol):
     _runner: HandlerRunner
     _lock: threading.RLock
 
-    def reconfigure(self, new_config: Mapping[str, Any], *, save: bool = True) -> bool: ...
+    def reconfigure(self, new_config: Mapping[str, Any], *, save: bool = True, remote: bool = True) -> bool: ...
 
 
 @dataclass(frozen=True)
@@ -206,11 +206,14 @@ class LiveSet:
 
     # -- checking and applying a config ----------------------------------------------------------
 
-    def check(self, config: dict[str, Any]) -> list[str]:
+    def check(
+        self, config: dict[str, Any], *, trusted: Mapping[str, Any] | None = None, state_dir: Path | None = None
+    ) -> list[str]:
         """Every problem the normalized ``config`` has for the module set it would run on (the
         modules it adds constructed, nothing started); empty when valid. The constructed modules
-        are kept for :meth:`apply` of the same config."""
-        prepared, errors = self._prepare(config, {})
+        are kept for :meth:`apply` of the same config. ``trusted``, ``state_dir``: see
+        :meth:`ModuleSet.check <uun_gateway.loading.ModuleSet.check>`."""
+        prepared, errors = self._prepare(config, {}, trusted=trusted, state_dir=state_dir)
         self._prepared = prepared
         return errors
 
@@ -230,17 +233,19 @@ class LiveSet:
     def reload(self) -> str:
         """Re-read the config file (with the saved remote update over it, as at start) and apply it
         with :meth:`Gateway.reconfigure` (not saved: the file is where it came from). Returns what
-        changed; raises :class:`ConfigError` (the file's errors, or what failed and was rolled back)."""
+        changed; raises :class:`ConfigError` (the file's errors, or what failed and was rolled back).
+        Installed modules are looked up again first: a package installed since start can be enabled."""
         gateway = self._gateway
         if gateway.config_path is None:
             raise ConfigError(["the gateway was given a config object, not a file: nothing to re-read"], "reload")
+        rescan()  # a package installed since start can be enabled by the file now
         config = normalized(load_config(gateway.config_path))
         saved = gateway.saved_update_path
         if saved is not None and saved != gateway.config_path and saved.exists():
             config["gateway"] = read_saved_update(saved)
         with gateway._lock:
             self.last_change = "no change"
-            changed = gateway.reconfigure(config, save=False)
+            changed = gateway.reconfigure(config, save=False, remote=False)
             return self.last_change if changed else f"{gateway.config_path}: no change"
 
     def _ordered(self, modules: Sequence[LoadedModule], config: Mapping[str, Any]) -> list[LoadedModule]:
@@ -252,10 +257,18 @@ class LiveSet:
         )
         return in_start_order(given + plugins, config["gateway"])
 
-    def _prepare(self, config: dict[str, Any], reuse: Mapping[str, LoadedModule]) -> tuple[_Prepared | None, list[str]]:
+    def _prepare(
+        self,
+        config: dict[str, Any],
+        reuse: Mapping[str, LoadedModule],
+        *,
+        trusted: Mapping[str, Any] | None = None,
+        state_dir: Path | None = None,
+    ) -> tuple[_Prepared | None, list[str]]:
         gateway = self._gateway
         current = gateway._set
-        plan, errors = plan_change(current.modules, current.installed, gateway.config, config, strict=current.strict)
+        installed = set(available_module_ids())
+        plan, errors = plan_change(current.modules, installed, gateway.config, config, strict=current.strict)
         if errors:
             return None, errors
         fresh: list[LoadedModule] = []
@@ -274,10 +287,8 @@ class LiveSet:
             return None, errors
         going = {*plan.remove, *plan.restart}
         kept = [m for m in current.modules if m.id not in going]
-        module_set = ModuleSet(
-            self._ordered(kept + fresh, config), current.installed, current.uuclient, strict=current.strict
-        )
-        errors = module_set.check(config)
+        module_set = ModuleSet(self._ordered(kept + fresh, config), installed, current.uuclient, strict=current.strict)
+        errors = module_set.check(config, trusted=trusted, state_dir=state_dir)
         if errors:
             return None, errors
         return _Prepared(config, plan, module_set, [m for m in module_set.modules if _among(m, fresh)]), []

@@ -12,22 +12,35 @@ import inspect
 import logging
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from typing import Any
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 from .config import CORE_GATEWAY_SCHEMA, compose_schema, lenient_schema, suggest, validate
 from .errors import ConfigError, ModuleLoadError
-from .events import Handler, find_handlers
+from .events import Handler, declared_handlers, find_handlers
 from .host import ModuleHost
 from .module import Module, ModuleStats
 from .plugins import available_module_ids, load_module_class
 from .priority import class_priority
-from .storage import storage_location_errors
-from .uuapp import UUAPP_SCHEMA, UuAppClient
+from .storage import state_directory, storage_location_errors, storage_setting_key
+
+if TYPE_CHECKING:
+    from .uuapp import UuAppClient
 
 logger = logging.getLogger(__name__)
 
 ModuleInit = Callable[..., Any]  # (config, uuclient), or uun-iot 0.11's (ev, config, uuclient)
 TimerKey = tuple[str, str | None]
+
+
+def _document_schema(config: Mapping[str, Any]) -> dict[str, Any] | None:
+    """The schema of the top-level keys besides ``gateway`` (uuApp's). A config with no other key
+    validates the same without it, and then the uuApp client (and requests) is never imported."""
+    if not any(key != "gateway" for key in config):
+        return None
+    from .uuapp import UUAPP_SCHEMA
+
+    return UUAPP_SCHEMA
 
 
 def configured_module_ids(config: Mapping[str, Any], *, strict: bool = True) -> list[str]:
@@ -182,14 +195,17 @@ def _tick(timer_id: str | None) -> str:
     return "@on('tick')" if timer_id is None else f"@on('tick', {timer_id!r})"
 
 
-def timer_errors(loaded: LoadedModule, setting: Any) -> list[str]:
-    """Tick handlers without a period, periods without a handler, duplicate tick handlers."""
-    mid, where = loaded.id, f"gateway.moduleTimers.{loaded.id}"
-    tick_ids = [h.timer_id for h in loaded.of("tick")]
+def timer_errors(
+    mid: str, tick_ids: list[str | None], timer_defaults: Mapping[str | None, float], setting: Any
+) -> list[str]:
+    """Tick handlers (``tick_ids``: their timer ids) without a period in ``setting``
+    (``gateway.moduleTimers.<mid>``) or ``timer_defaults``, periods without a handler, duplicate
+    tick handlers."""
+    where = f"gateway.moduleTimers.{mid}"
     periods = _periods(setting)
     errors = [f"{where}: module {mid!r} has two {_tick(t)} handlers" for t in set(tick_ids) if tick_ids.count(t) > 1]
     for timer_id in dict.fromkeys(tick_ids):
-        if timer_id not in periods and timer_id not in loaded.timer_defaults:
+        if timer_id not in periods and timer_id not in timer_defaults:
             expected = "a period in seconds" if timer_id is None else f'{{"{timer_id}": seconds}}'
             errors.append(f"{where}: module {mid!r} has {_tick(timer_id)} but no period; expected {expected}")
     named = [t for t in tick_ids if t is not None]
@@ -238,23 +254,48 @@ class ModuleSet:
     def ids(self) -> list[str]:
         return [m.id for m in self.modules]
 
-    def schema(self) -> dict[str, Any]:
-        """The JSON Schema of a whole config for these modules."""
-        return compose_schema({m.id: m.config_schema for m in self.modules}, UUAPP_SCHEMA)
+    def schema(self, config: Mapping[str, Any]) -> dict[str, Any]:
+        """The JSON Schema of a whole config (``config``, whose top-level keys decide whether the
+        uuApp part is needed) for these modules."""
+        return compose_schema({m.id: m.config_schema for m in self.modules}, _document_schema(config))
 
-    def check(self, config: Mapping[str, Any]) -> list[str]:
-        """Every problem ``config`` (normalized) would have for these modules; empty when valid.
-        Warnings (not ``strict``) are logged and kept in :attr:`warnings`."""
-        errors, warnings = validate_leniently(config, self.schema(), self.strict)
-        if not errors:
-            timers = config["gateway"].get("moduleTimers", {})
-            unknown = unknown_id_errors(config, set(self.ids), self.installed, strict=self.strict)
-            (errors if self.strict else warnings).extend(unknown)
-            errors += storage_location_errors(config["gateway"], [m.id for m in self.modules if m.has_storage])
-            for loaded in self.modules:
-                for problem in timer_errors(loaded, timers.get(loaded.id)):
-                    lenient = not self.strict and "but no period" in problem
-                    (warnings if lenient else errors).append(problem + ("; it does not run" if lenient else ""))
+    def check(
+        self,
+        config: Mapping[str, Any],
+        *,
+        valid_for: dict[str, Any] | None = None,
+        trusted: Mapping[str, Any] | None = None,
+        state_dir: Path | None = None,
+    ) -> list[str]:
+        """Every problem ``config`` (normalized) would have for these modules, schema errors and
+        load-time errors (ids, timers, storage locations) together; empty when valid.
+        ``valid_for``: a schema ``config`` was just validated against; when it is this set's own,
+        the config is not validated a second time. ``trusted``, ``state_dir``: see
+        :func:`load_time_errors`. Warnings (not ``strict``) are logged and kept in :attr:`warnings`."""
+        schema = self.schema(config)
+        schema_errors: list[str] = []
+        warnings: list[str] = []
+        if valid_for != schema:
+            schema_errors, warnings = validate_leniently(config, schema, self.strict, module_ids=self.ids)
+        unknown = unknown_id_errors(config, set(self.ids), self.installed, strict=self.strict)
+        errors = schema_errors + (unknown if self.strict else [])
+        warnings += [] if self.strict else unknown
+        for problem in load_time_errors(
+            config,
+            [(m.id, [h.timer_id for h in m.of("tick")], m.timer_defaults, m.has_storage) for m in self.modules],
+            schema_errors,
+            trusted=trusted,
+            state_dir=state_dir,
+        ):
+            if not self.strict and "but no period" in problem:
+                warnings.append(problem + "; it does not run")
+            else:
+                errors.append(problem)
+        if isinstance(config.get("gateway"), Mapping) and config["gateway"].get("alarms") and not schema_errors:
+            from .alarms import rule_errors
+
+            errors += rule_errors(config["gateway"]["alarms"])
+            errors += storage_location_errors(config["gateway"], ["alarms"])
         self.warnings = warnings
         for warning in warnings:
             logger.warning("config: %s", warning)
@@ -276,13 +317,61 @@ class ModuleSet:
         return specs
 
 
-def validate_leniently(config: Mapping[str, Any], schema: dict[str, Any], strict: bool) -> tuple[list[str], list[str]]:
+#: What the load-time checks need of a module: id, its tick handlers' timer ids, its default
+#: periods, whether the host manages its storage. Known before construction for an installed class.
+Declared = tuple[str, list[str | None], Mapping[str | None, float], bool]
+
+
+def declared(module_id: str, cls: type) -> Declared:
+    """What class ``cls`` declares, for checking a config before (or without) constructing it."""
+    ticks = [timer_id for event, timer_id, _ in declared_handlers(cls) if event == "tick"]
+    defaults = getattr(cls, "timer_defaults", None)
+    return module_id, ticks, defaults if isinstance(defaults, Mapping) else {}, issubclass(cls, Module)
+
+
+def load_time_errors(
+    config: Mapping[str, Any],
+    modules: list[Declared],
+    schema_errors: list[str],
+    *,
+    trusted: Mapping[str, Any] | None = None,
+    state_dir: Path | None = None,
+) -> list[str]:
+    """Timer and storage-location problems of ``config`` for ``modules``. Works on a config that
+    failed its schema (``schema_errors``) too: a setting the schema found wrong is not judged again.
+    With ``trusted`` (the config in effect), ``config`` is a remote one: its new storage locations
+    must stay inside ``state_dir`` (default: :func:`~uun_gateway.storage.state_directory`)."""
+    gateway = config.get("gateway", {})
+    if not isinstance(gateway, Mapping):
+        return []
+    timers = gateway.get("moduleTimers", {})
+    errors: list[str] = []
+    for mid, ticks, defaults, _ in modules:
+        errors += timer_errors(mid, ticks, defaults, timers.get(mid) if isinstance(timers, Mapping) else None)
+    for mid, _, _, has_storage in modules:
+        key = storage_setting_key(gateway, mid) if isinstance(gateway.get("moduleBackupStorage", {}), Mapping) else ""
+        if has_storage and key and not any(e.startswith((f"{key}:", f"{key}.", f"{key}[")) for e in schema_errors):
+            try:
+                errors += storage_location_errors(
+                    gateway,
+                    [mid],
+                    confine_to=None if trusted is None else (state_dir or state_directory()),
+                    trusted=None if trusted is None else trusted.get("gateway", {}),
+                )
+            except (AttributeError, KeyError, TypeError, ValueError):
+                continue  # a storage setting of the wrong shape: a schema error names it
+    return errors
+
+
+def validate_leniently(
+    config: Mapping[str, Any], schema: dict[str, Any], strict: bool, *, module_ids: list[str] | None = None
+) -> tuple[list[str], list[str]]:
     """(errors, warnings) of ``config`` against ``schema``; not ``strict``, what only the strict
     schema refuses (see :func:`~uun_gateway.config.lenient_schema`) is a warning."""
+    errors = validate(config, schema if strict else lenient_schema(schema), module_ids=module_ids)
     if strict:
-        return validate(config, schema), []
-    errors = validate(config, lenient_schema(schema))
-    return errors, [e for e in validate(config, schema) if e not in errors]
+        return errors, []
+    return errors, [e for e in validate(config, schema, module_ids=module_ids) if e not in errors]
 
 
 def unknown_id_errors(
@@ -321,15 +410,21 @@ def load_modules(
     """
     strict = module_init is None if strict is None else strict
     installed = set(available_module_ids())
-    enabled = configured_module_ids(config, strict=strict)
-    classes = {mid: load_module_class(mid) for mid in enabled if mid in installed}
-    schema = compose_schema({m: getattr(c, "config_schema", None) for m, c in classes.items()}, UUAPP_SCHEMA)
-    errors, _ = validate_leniently(config, schema, strict)
-    if errors and module_init is None:
-        errors += unknown_id_errors(config, set(classes), installed, strict=strict)
+    classes = {mid: load_module_class(mid) for mid in configured_module_ids(config, strict=strict) if mid in installed}
+    schemas = {m: getattr(c, "config_schema", None) for m, c in classes.items()}
+    schema = compose_schema(schemas, _document_schema(config))
+    errors, warnings = validate_leniently(
+        config, schema, strict, module_ids=list(classes) if module_init is None else None
+    )
     if errors:
-        raise ConfigError(errors, source)
-    uuclient = UuAppClient(config) if "uuApp" in config else None
+        if module_init is None:  # without the user's modules, every module is known: check all now
+            modules = [declared(mid, cls) for mid, cls in classes.items()]
+            unknown = unknown_id_errors(config, set(classes), installed, strict=strict)
+            errors += unknown if strict else []
+            warnings += [] if strict else unknown
+            errors += load_time_errors(config, modules, errors)
+        raise ConfigError(errors, source, warnings)
+    uuclient = _uuapp_client(config)
     given = _user_modules(module_init, config, uuclient)
     given_ids = {m.id for m in given}
     plugins = [
@@ -338,10 +433,18 @@ def load_modules(
         if mid not in given_ids
     ]
     module_set = ModuleSet(given + plugins, installed, uuclient, strict=strict)
-    errors = module_set.check(config)
+    errors = module_set.check(config, valid_for=schema if module_init is None and strict else None)
     if errors:
         raise ConfigError(errors, source)
     return module_set
+
+
+def _uuapp_client(config: dict[str, Any]) -> UuAppClient | None:
+    if "uuApp" not in config:
+        return None
+    from .uuapp import UuAppClient
+
+    return UuAppClient(config)
 
 
 def _user_modules(

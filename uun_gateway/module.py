@@ -6,7 +6,7 @@ import enum
 import logging
 import threading
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from typing import TYPE_CHECKING, Any, ClassVar
 
 from .config import validate_section
@@ -15,6 +15,7 @@ from .storage import Storage, storage_location
 
 if TYPE_CHECKING:
     from .host import ModuleHost
+    from .readings import Reading
     from .uuapp import UuAppClient
 
 logger = logging.getLogger(__name__)
@@ -151,6 +152,24 @@ class Module:
         with self._storage_lock:
             opened = self._storage_obj
         return len(opened) if opened is not None and not opened.closed else None
+
+    # -- readings ----------------------------------------------------------------------------------
+
+    def publish(self, readings: Iterable[Reading], entries: Iterable[Any] | None = None) -> list[int]:
+        """Store readings in this module's storage (one durable transaction) and hand them to the
+        host's alarm rules and reading listeners; return the entry ids.
+
+        The stored entries are ``reading.entry()``, or ``entries`` when given: the module's own records
+        (any number; one record may carry several readings). The readings reach the alarm rules only
+        after they are stored, in the calling thread; without a host they are only stored. Raises
+        :class:`~uun_gateway.errors.StorageError` (then nothing is stored or evaluated).
+        """
+        batch = list(readings)
+        stored = [r.entry() for r in batch] if entries is None else list(entries)
+        ids = self.storage.extend(stored) if stored else []
+        if self.gateway is not None and batch:
+            self.gateway.publish(batch)
+        return ids
 
     # -- configuration ---------------------------------------------------------------------------
 

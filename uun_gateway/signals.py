@@ -16,6 +16,8 @@ from collections.abc import Callable
 from .errors import UunGatewayError
 
 STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGUSR1, signal.SIGUSR2)
+RELOAD_SIGNAL = signal.SIGHUP
+WATCHED_SIGNALS = (*STOP_SIGNALS, RELOAD_SIGNAL)
 
 
 def exit_code_for(sig: int) -> int:
@@ -59,7 +61,64 @@ class StopRequest:
         self.requested.clear()
 
 
-RELOAD_SIGNAL = signal.SIGHUP
+class SignalWatch:
+    """Stop signals handled from the moment :meth:`block` returns to :meth:`close`, with no window.
+
+    :meth:`block` blocks :data:`WATCHED_SIGNALS` (the stop signals and SIGHUP) in the calling thread,
+    and so in every thread it starts afterwards: a signal that arrives then stays pending, never lost
+    and never handled in the middle of other code (a signal handler interrupting a write to stderr
+    can lose the signal). :meth:`start` runs a thread that takes them with :func:`signal.sigwait` and
+    feeds :attr:`stop` (SIGHUP: :attr:`reloads`), logging each one as an ordinary thread.
+    :meth:`close` ends that thread and the reloads, consumes signals still pending (counted as
+    ignored: the stop is done) and restores the previous signal mask.
+    """
+
+    def __init__(self, logger: logging.Logger) -> None:
+        self.stop = StopRequest()
+        self.reloads = ReloadRequests(logger)
+        self._logger = logger
+        self._previous: set[int] | None = None
+        self._thread: threading.Thread | None = None
+        self._closing = False
+
+    @classmethod
+    def block(cls, logger: logging.Logger) -> SignalWatch:
+        watch = cls(logger)
+        watch._previous = {int(s) for s in signal.pthread_sigmask(signal.SIG_BLOCK, WATCHED_SIGNALS)}
+        return watch
+
+    def start(self) -> None:
+        """Begin taking the blocked signals in a thread of its own (``signals``)."""
+        self._thread = threading.Thread(target=self._take, name="signals", daemon=True)
+        self._thread.start()
+
+    def _take(self) -> None:
+        while True:
+            sig = signal.sigwait(WATCHED_SIGNALS)
+            if self._closing:
+                return
+            if sig == RELOAD_SIGNAL:
+                self.reloads.request()
+                continue
+            if self.stop.receive(sig):
+                self._logger.info("%s received, stopping", signal_name(sig))
+            else:
+                self._logger.warning("%s received while stopping; already stopping", signal_name(sig))
+
+    def close(self) -> None:
+        """Stop taking signals and restore the signal mask :meth:`block` found. Idempotent."""
+        thread, self._thread = self._thread, None
+        if thread is not None and thread.ident is not None:
+            self._closing = True
+            signal.pthread_kill(thread.ident, signal.SIGUSR2)
+            thread.join()
+        if self._previous is None:
+            return
+        self.reloads.close()
+        while signal.sigtimedwait(WATCHED_SIGNALS, 0) is not None:
+            self.stop.ignored += 1
+        signal.pthread_sigmask(signal.SIG_SETMASK, self._previous)
+        self._previous = None
 
 
 class ReloadRequests:

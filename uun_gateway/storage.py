@@ -1040,18 +1040,84 @@ def storage_setting_key(gateway: Mapping[str, Any], module_id: str) -> str:
     return "gateway.storageDir"
 
 
-def storage_location_errors(gateway: Mapping[str, Any], module_ids: Iterable[str]) -> list[str]:
-    """Storage locations of ``module_ids`` the gateway could not create or write, one line each
-    naming the config key; checked before anything starts. Does no I/O beyond ``stat``/``access``."""
+#: Where no storage belongs, whatever the permissions say.
+_FORBIDDEN_ROOTS = (Path("/proc"), Path("/sys"), Path("/dev"))
+
+
+def state_directory(config_path: Path | None = None) -> Path:
+    """The directory storages of a remote config must stay in: ``$STATE_DIRECTORY`` (its first
+    entry) under systemd, else the directory of the config file ``config_path``, else the working
+    directory (where relative paths resolve)."""
+    state = os.environ.get("STATE_DIRECTORY")
+    if state:
+        return Path(state.split(":")[0])
+    return config_path.absolute().parent if config_path is not None else Path.cwd()
+
+
+def _looks_like_storage(path: Path) -> bool:
+    """Whether an existing file may be opened as a storage: empty, an SQLite database (damaged or
+    not: opening moves a damaged one aside) or a uun-iot JSON backup (a list)."""
+    with open(path, "rb") as f:
+        head = f.read(64)
+    return not head or head.startswith(_SQLITE_MAGIC) or head.lstrip()[:1] == b"["
+
+
+def storage_location_errors(
+    gateway: Mapping[str, Any],
+    module_ids: Iterable[str],
+    *,
+    confine_to: Path | None = None,
+    trusted: Mapping[str, Any] | None = None,
+) -> list[str]:
+    """Storage locations of ``module_ids`` the gateway could not or must not use, one line each
+    naming the config key (and, for a relative path, the directory it is relative to: the working
+    directory, as the service resolves it); checked before anything starts.
+
+    Refused: a directory, a parent that is not a directory, no write access, a symlink loop, a
+    place under /proc, /sys or /dev, an existing file that is read-only, not a regular file or not
+    a storage (never moved aside or overwritten). With ``confine_to`` (remote configs) the resolved
+    path, symlinks included, must lie inside that directory, unless it is where ``trusted`` (the
+    ``gateway`` section in effect) already has it. Reads at most 64 bytes of a file."""
     errors = []
     for module_id in module_ids:
         path, _ = storage_location(gateway, module_id)
         where = storage_setting_key(gateway, module_id)
-        existing = next(p for p in (path, *path.absolute().parents) if p.exists())
-        if existing == path and path.is_dir():
-            errors.append(f"{where}: {str(path)!r} is a directory; expected a storage file path")
-        elif existing != path and not existing.is_dir():
-            errors.append(f"{where}: cannot create {str(path)!r}: {str(existing)!r} is not a directory")
-        elif not os.access(existing if existing != path else path.parent, os.W_OK | os.X_OK):
-            errors.append(f"{where}: cannot write {str(path)!r}: no write access to {str(existing)!r}")
+        shown = repr(str(path)) if path.is_absolute() else f"{str(path)!r} (relative to {str(Path.cwd())!r})"
+        kept = trusted is not None and storage_location(trusted, module_id)[0] == path
+        problem = _location_problem(path.absolute(), shown, None if kept else confine_to)
+        if problem:
+            errors.append(f"{where}: {problem}")
     return errors
+
+
+def _location_problem(path: Path, shown: str, confine_to: Path | None) -> str | None:
+    try:
+        resolved = path.resolve()
+    except (RuntimeError, OSError) as exc:  # RuntimeError: a symlink loop (Python < 3.13)
+        return f"{shown} cannot be resolved ({exc}); expected a storage file path"
+    if any(resolved == root or root in resolved.parents for root in _FORBIDDEN_ROOTS):
+        return f"{shown} resolves to {str(resolved)!r}, under a system directory; expected a storage file path"
+    if confine_to is not None and confine_to.resolve() not in resolved.parents:
+        return (
+            f"{shown} resolves to {str(resolved)!r}, outside the state directory {str(confine_to.resolve())!r}; "
+            "a remote config may place storages only inside it"
+        )
+    existing = next(p for p in (path, *path.parents) if p.exists() or p.is_symlink())
+    if existing == path:
+        if path.is_dir():
+            return f"{shown} is a directory; expected a storage file path"
+        if not path.is_file():
+            return f"{shown} exists and is not a regular file; expected a storage file path"
+        if not os.access(path, os.R_OK | os.W_OK):
+            return f"cannot write {shown}: the file exists and is read-only for this user"
+        try:
+            if not _looks_like_storage(path):
+                return f"{shown} exists and is not a uun-gateway storage nor a uun-iot backup; it is left alone"
+        except OSError as exc:
+            return f"cannot read {shown}: {exc.strerror or exc}"
+        existing = path.parent
+    elif not existing.is_dir():
+        return f"cannot create {shown}: {str(existing)!r} is not a directory"
+    if not os.access(existing, os.W_OK | os.X_OK):
+        return f"cannot write {shown}: no write access to {str(existing)!r}"
+    return None

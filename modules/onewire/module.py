@@ -19,6 +19,7 @@ from contextlib import ExitStack
 from typing import Any, ClassVar
 
 from uun_gateway import Module, on
+from uun_gateway import Reading as PointReading
 
 from .connection import OwnetError, OwServer, OwSession, ServerAddress, ServerUnavailable
 from .families import properties_for
@@ -235,7 +236,11 @@ class OneWire(Module):
     def _record(self, result: CycleResult) -> None:
         entries = [r.entry() for r in result.readings]
         if entries:
-            self.storage.extend(entries)
+            # stored in the module's own entry format; alarm rules see device ids and property names
+            self.publish(
+                [PointReading(self.id, r.device_id, r.property, r.value, r.timestamp, r.unit) for r in result.readings],
+                entries=entries,
+            )
         values: dict[str, dict[str, Any]] = {}
         for reading in result.readings:
             values.setdefault(reading.device_id, {})[reading.property] = reading.value

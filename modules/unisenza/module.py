@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Any, ClassVar
 
 from uun_gateway import Module, on
+from uun_gateway import Reading as PointReading
 
 from .auth import CognitoAuth
 from .client import Client, ClientOptions
@@ -106,6 +107,36 @@ def reading(gateway_code: str, device: HvacDevice) -> dict[str, Any]:
         if value is not None:
             record[key] = value
     return record
+
+
+POINT_UNITS = {
+    "currentTemperature": "°C",
+    "targetTemperature": "°C",
+    "floorTemperature": "°C",
+    "humidity": "%",
+    "batteryLevel": "%",
+}
+"""The numeric fields of a record that are published as points (for alarm rules), with their units."""
+
+
+def points(module_id: str, records: list[dict[str, Any]]) -> list[PointReading]:
+    """The typed readings of stored records: device = ``deviceId``, point = the field name; an
+    unavailable thermostat's cached values are ``bad``."""
+    now = time.time()
+    return [
+        PointReading(
+            module_id,
+            str(record["deviceId"]),
+            field,
+            record[field],
+            now,
+            unit,
+            "good" if record.get("available", True) else "bad",
+        )
+        for record in records
+        for field, unit in POINT_UNITS.items()
+        if isinstance(record.get(field), (int, float)) and not isinstance(record.get(field), bool)
+    ]
 
 
 class Unisenza(Module):
@@ -292,7 +323,7 @@ class Unisenza(Module):
             self._wake.set()
         records = [reading(gw.get_device_code(), dev) for gw in client.get_gateways() for dev in gw.get_children()]
         if records:
-            self.storage.extend(records)
+            self.publish(points(self.id, records), entries=records)
 
     @on("update")
     def _on_update(self) -> None:
