@@ -35,7 +35,7 @@ import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Protocol, cast
+from typing import TYPE_CHECKING, Any, Protocol, cast
 
 from .config import load_config, normalized, read_saved_update
 from .errors import ConfigError, ModuleLoadError
@@ -45,7 +45,9 @@ from .loading import LoadedModule, ModuleSet, TimerKey, _construct, adapt, confi
 from .plugins import available_module_ids, load_module_class, rescan
 from .priority import describe_order, in_start_order
 from .timers import RepeatTimer
-from .uuapp import UuAppClient
+
+if TYPE_CHECKING:
+    from .uuapp import UuAppClient
 
 logger = logging.getLogger("uun_gateway.gateway")
 
