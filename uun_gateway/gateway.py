@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import functools
 import logging
 import os
 import sys
@@ -123,8 +122,7 @@ class Gateway(AbstractContextManager["Gateway"]):
             if rule.module not in ids:
                 logger.warning("alarm rule %s watches module %r, which is not loaded", rule.name, rule.module)
         for loaded in self._modules:
-            for handler in loaded.of("alarm"):
-                service.subscribe(functools.partial(self._runner.call, loaded, handler))
+            self._live.subscribe_alarms(loaded)
         return service
 
     def publish(self, readings: Sequence[Reading]) -> None:

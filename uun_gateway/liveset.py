@@ -29,10 +29,11 @@ module stops, whether the whole gateway stops or only that module goes.
 
 from __future__ import annotations
 
+import functools
 import logging
 import threading
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol, cast
@@ -47,6 +48,7 @@ from .priority import describe_order, in_start_order
 from .timers import RepeatTimer
 
 if TYPE_CHECKING:
+    from .alarmservice import AlarmService
     from .uuapp import UuAppClient
 
 logger = logging.getLogger("uun_gateway.gateway")
@@ -62,6 +64,7 @@ class _Gateway(Protocol):
     saved_update_path: Path | None
     runev: threading.Event
     uuapp_client: UuAppClient | None
+    alarms: AlarmService | None
     _set: ModuleSet
     _modules: list[LoadedModule]
     _timers: dict[TimerKey, RepeatTimer]
@@ -171,6 +174,7 @@ class LiveSet:
         self._events_lock = threading.Lock()
         self._prepared: _Prepared | None = None
         self._retired: dict[str, LoadedModule] = {}
+        self._unsubscribe: dict[LoadedModule, list[Callable[[], None]]] = {}
         self.last_change = "no change"
         gateway._set.modules = self._ordered(gateway._set.modules, gateway.config)
 
@@ -205,6 +209,16 @@ class LiveSet:
         for runev, stopev in pairs:
             runev.clear()
             stopev.set()
+
+    def subscribe_alarms(self, module: LoadedModule) -> None:
+        """Hand the gateway's alarm transitions to ``module``'s ``@on("alarm")`` handlers until it
+        stops (a module removed live gets none after)."""
+        gateway = self._gateway
+        if gateway.alarms is None:
+            return
+        for handler in module.of("alarm"):
+            listener = functools.partial(gateway._runner.call, module, handler)
+            self._unsubscribe.setdefault(module, []).append(gateway.alarms.subscribe(listener))
 
     # -- checking and applying a config ----------------------------------------------------------
 
@@ -332,6 +346,7 @@ class LiveSet:
         for module in gateway._modules:
             if _among(module, prepared.fresh):
                 module.attach(cast(ModuleHost, gateway))  # the Gateway is a ModuleHost
+                self.subscribe_alarms(module)
             module.replace_config(section)
         failures = [
             f"{handler.name} failed"
@@ -363,6 +378,8 @@ class LiveSet:
             if not timer.stop(timeout=max(0.0, deadline - time.monotonic())):
                 logger.error("timer %s: handler still running at stop; abandoned", timer.name)
         self.end(module)
+        for unsubscribe in self._unsubscribe.pop(module, []):
+            unsubscribe()
         if running:
             gateway._runner.run_each_in_thread(((module, h) for h in module.of("stop")), deadline)
         module.close()
