@@ -1,38 +1,19 @@
-"""Shared test fixtures: the leak check every test runs under, and small helpers."""
+"""Fixtures every test runs under: the leak check and fresh entry points. Helpers are in tests/helpers.py."""
 
 from __future__ import annotations
 
 import gc
 import os
-import socket
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
+from tests.helpers import free_port, require_program, wait_for
 
-def wait_for(predicate: Callable[[], object], timeout: float = 10.0, interval: float = 0.01) -> None:
-    """Poll ``predicate`` until it is truthy; fail the test after ``timeout`` seconds."""
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"condition not met within {timeout}s: {predicate}")
-        time.sleep(interval)
-
-
-def require_program(path: str, package: str) -> None:
-    """Fail (not skip) when a real peer the tests need is missing: that is an install problem."""
-    if not os.access(path, os.X_OK):
-        pytest.fail(f"{path} is missing: install the Debian package {package} (bash .ci/test does)")
-
-
-def free_port() -> int:
-    """A TCP port on 127.0.0.1 that was free a moment ago."""
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
+__all__ = ["free_port", "require_program", "wait_for"]  # until every test imports them from tests.helpers
 
 
 def _children() -> set[int]:

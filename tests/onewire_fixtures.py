@@ -16,12 +16,13 @@ import subprocess
 import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
 from pyownet import protocol  # type: ignore[import-untyped]
 
-from tests.conftest import require_program
+from tests.helpers import require_program
 
 OWSERVER = shutil.which("owserver") or "/usr/bin/owserver"
 READY_TIMEOUT = 5.0
@@ -179,9 +180,28 @@ MSG_NOP, MSG_READ, MSG_WRITE, MSG_DIRALLSLASH = 1, 2, 3, 9
 FLG_PERSISTENCE = 0x04
 _HEADER = struct.Struct(">iiiiii")
 
+
+@dataclass(frozen=True)
+class PingForever:
+    """A handler's answer: keep-alive ping frames every ``every`` seconds, never a reply (what
+    owserver sends during a long bus operation, here without end)."""
+
+    every: float = 0.2
+
+
+@dataclass(frozen=True)
+class Drip:
+    """A handler's answer: the reply ``(ret, body)`` sent one byte every ``every`` seconds."""
+
+    ret: int
+    body: bytes
+    every: float = 0.3
+
+
 #: ``handler(msgtype, path, data) -> (ret, payload)``; ret < 0 is an owserver error (-errno);
-#: returning None closes the connection without an answer (the client sees ShortRead).
-FakeHandler = Callable[[int, str, bytes], "tuple[int, bytes] | None"]
+#: returning None closes the connection without an answer (the client sees ShortRead);
+#: :class:`PingForever` / :class:`Drip` stall the client.
+FakeHandler = Callable[[int, str, bytes], "tuple[int, bytes] | PingForever | Drip | None"]
 
 
 class FakeOwserver:
@@ -257,15 +277,33 @@ class FakeOwserver:
                 answer = (0, b"") if msgtype == MSG_NOP else self.handler(msgtype, path, data)
                 if answer is None:
                     return
-                ret, body = answer
                 keep = bool(flags & FLG_PERSISTENCE)
                 reply_flags = FLG_PERSISTENCE if keep else 0
+                if isinstance(answer, PingForever):
+                    self._ping_forever(conn, answer.every, reply_flags)
+                    return
+                ret, body = (answer.ret, answer.body) if isinstance(answer, Drip) else answer
+                frame = _HEADER.pack(0, len(body), ret, reply_flags, len(body), 0) + body
                 try:
-                    conn.sendall(_HEADER.pack(0, len(body), ret, reply_flags, len(body), 0) + body)
+                    if isinstance(answer, Drip):
+                        for i in range(len(frame)):
+                            if self._stopping.wait(answer.every):
+                                return
+                            conn.sendall(frame[i : i + 1])
+                    else:
+                        conn.sendall(frame)
                 except OSError:
                     return
                 if not keep:
                     return
+
+    def _ping_forever(self, conn: socket.socket, every: float, flags: int) -> None:
+        ping = _HEADER.pack(0, -1, 0, flags, 0, 0)
+        while not self._stopping.wait(every):
+            try:
+                conn.sendall(ping)
+            except OSError:
+                return
 
     def stop(self) -> None:
         self._stopping.set()
@@ -278,11 +316,14 @@ class FakeOwserver:
 
 
 def tree_handler(
-    files: dict[str, bytes | int], dirs: dict[str, list[str]] | Callable[[str], list[str] | None]
+    files: dict[str, bytes | int],
+    dirs: dict[str, list[str]] | Callable[[str], list[str] | None],
+    keep_writes: bool = False,
 ) -> FakeHandler:
     """A handler serving ``files`` (path -> bytes, or an int errno to fail with) and ``dirs``
-    (path -> entries, or a function). Unknown paths fail with errno 1 like owserver. Writes to
-    existing files succeed (and do nothing)."""
+    (path -> entries, or a function). ``/uncached/X`` serves ``X`` unless listed itself, as
+    owserver does. Unknown paths fail with errno 1 like owserver. Writes to existing files
+    succeed (and do nothing; with ``keep_writes`` the value is stored, as a real device would)."""
 
     def lookup_dir(path: str) -> list[str] | None:
         if callable(dirs):
@@ -294,11 +335,15 @@ def tree_handler(
             entries = lookup_dir(path)
             return (-1, b"") if entries is None else (0, ",".join(entries).encode())
         value = files.get(path)
+        if value is None and path.startswith("/uncached/"):
+            value = files.get(path[len("/uncached") :])
         if value is None:
             return -1, b""
         if isinstance(value, int):
             return -value, b""
         if msgtype == MSG_WRITE:
+            if keep_writes:
+                files[path.removeprefix("/uncached")] = data
             return 0, b""
         return 0, value
 

@@ -14,8 +14,8 @@ from uun_gateway.modules.onewire.module import OneWire
 from uun_gateway.modules.unisenza.module import Unisenza
 from uun_gateway.modules.upload import Upload
 
-from tests.conftest import wait_for
 from tests.fake_uuapp import FakeUuApp
+from tests.helpers import wait_for
 from tests.test_unisenza_module import config_for as unisenza_config
 from tests.test_unisenza_module import section_for
 from tests.unisenza_fakes import FakeCloud, fixtures

@@ -21,8 +21,8 @@ from typing import Any
 
 import pytest
 
-from tests.conftest import wait_for
 from tests.fake_uuapp import FakeUuApp
+from tests.helpers import wait_for
 from uun_gateway import ConfigError, Gateway, Module, Storage, on
 from uun_gateway.cli import main
 

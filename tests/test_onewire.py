@@ -32,10 +32,10 @@ from uun_gateway.modules.onewire import (
     scan,
 )
 from uun_gateway.modules.onewire.cli import EXIT_UNREACHABLE, register
-from uun_gateway.modules.onewire.families import properties_for
+from uun_gateway.modules.onewire.families import properties_for, reading_names
 from uun_gateway.modules.onewire.reader import PowerOnFilter
 
-from tests.conftest import wait_for
+from tests.helpers import wait_for
 from tests.onewire_fixtures import (
     MSG_READ,
     MSG_WRITE,
@@ -52,7 +52,7 @@ from tests.onewire_fixtures import (
 from uun_gateway import Commands, ConfigError, Gateway
 
 TESTER = ["28", "28", "10", "26", "1D", "29"]
-TESTER_VALUES = sum(len(properties_for(fam)) for fam in TESTER)
+TESTER_VALUES = sum(len(reading_names(spec)) for fam in TESTER for spec in properties_for(fam))
 
 
 def make_module(tmp_path: Path, *addresses: str, **section: Any) -> OneWire:
@@ -219,22 +219,25 @@ def test_read_cycle_stores_entries_with_values_units_and_alias(
     assert not result.errors and not result.unavailable
     entries = stored(module)
     by_key = {(e["deviceId"], e["property"]): e for e in entries}
+    direct = protocol.proxy("127.0.0.1", owserver.port)
     for index, fam in enumerate(TESTER):
         dev = emulated_id(fam, index)
         for n, spec in enumerate(properties_for(fam)):
-            entry = by_key.pop((dev, spec.name))
-            raw = emulated_value(dev, n if fam == "1D" else 0)
-            if spec.unit in ("°C", "%", "V"):
-                assert entry["value"] == pytest.approx(raw / 10)
-            elif spec.name == "PIO.BYTE":  # emulated bit fields do not follow the value formula
-                direct = protocol.proxy("127.0.0.1", owserver.port).read(f"/{dev}/PIO.BYTE")
-                assert entry["value"] == int(direct)
-            else:
-                assert entry["value"] == raw
-            assert entry["unit"] == spec.unit
-            assert entry["server"] == owserver.address
-            assert entry["alias"] == ("boiler" if dev == first else None)
-            assert isinstance(entry["timestamp"], float)
+            for channel, name in enumerate(reading_names(spec)):
+                entry = by_key.pop((dev, name))
+                raw = emulated_value(dev, n if fam == "1D" else 0)
+                if spec.unit in ("°C", "%", "V"):
+                    assert entry["value"] == pytest.approx(raw / 10)
+                    assert isinstance(entry["value"], float)
+                elif spec.channels:  # emulated bit fields do not follow the value formula
+                    bits = direct.read(f"/{dev}/{spec.name}").split(b",")
+                    assert entry["value"] is (bits[channel] == b"1")
+                else:
+                    assert entry["value"] == raw
+                assert entry["unit"] == spec.unit
+                assert entry["server"] == owserver.address
+                assert entry["alias"] == ("boiler" if dev == first else None)
+                assert isinstance(entry["timestamp"], float)
     assert by_key == {}
     assert len([e for e in events if isinstance(e, DeviceValue)]) == len(entries)
 
@@ -280,6 +283,7 @@ def test_simultaneous_conversion_triggers_each_bus_once_then_waits_once(
         files[f"{bus}simultaneous/temperature"] = b"0"
         for dev in ids:
             files[f"{bus}{dev}/temperature"] = b"   20.5"
+            files[f"/uncached{bus}{dev}/temperature"] = b"   20.5"
     fake = fake_owserver(tree_handler(files, {}))
     waits: list[float] = []
     order_at_wait: list[int] = []
@@ -311,6 +315,8 @@ def test_simultaneous_conversion_triggers_each_bus_once_then_waits_once(
         result = Reader(simultaneous=False, conversion_delay=0.75, wait=wait).read([(session, targets)])
     assert len(result.readings) == 6 and result.triggers == 0 and waits == []
     assert not any(t == MSG_WRITE for t, _ in fake.requests)
+    # without a bus conversion each read converts its own sensor: uncached, never a stale copy
+    assert all(p.startswith("/uncached/") for t, p in fake.requests if t == MSG_READ)
 
 
 def test_stop_interrupts_conversion_wait(fake_owserver: Callable[..., FakeOwserver]) -> None:
@@ -328,19 +334,23 @@ def test_stop_interrupts_conversion_wait(fake_owserver: Callable[..., FakeOwserv
     assert result.interrupted and result.readings == []
 
 
-def test_power_on_85_rejected_until_confirmed(
-    owserver_factory: Callable[..., Owserver], tmp_path: Path, modules: Any
+def test_repeated_85_keeps_being_rejected_counted_and_logged_once(
+    owserver_factory: Callable[..., Owserver], tmp_path: Path, modules: Any, caplog: pytest.LogCaptureFixture
 ) -> None:
+    # before: the second 85.0 in a row was taken as "confirmed" and stored
     ok, power_on = "28.00000000AF00", "28.000000002A03"  # 21.5 and 85.0 degC
     ow = owserver_factory([f"--tester={ok},{power_on}"])
     module = modules(tmp_path, ow.address)
-    first = module.read_cycle()
-    assert [(r.device_id, r.value) for r in first.readings] == [(ok, 21.5)]
-    assert [(e.device_id, e.kind) for e in first.errors] == [(power_on, "power-on")]
-    assert device(module, power_on).read_errors == 1
-    second = module.read_cycle()
-    assert sorted((r.device_id, r.value) for r in second.readings) == [(power_on, 85.0), (ok, 21.5)]
-    assert [e["value"] for e in stored(module) if e["deviceId"] == power_on] == [85.0]
+    for cycle in range(1, 5):
+        result = module.read_cycle()
+        assert [(r.device_id, r.value) for r in result.readings] == [(ok, 21.5)]
+        assert [(e.device_id, e.kind) for e in result.errors] == [(power_on, "power-on")]
+        assert device(module, power_on).read_errors == cycle
+    assert [e for e in stored(module) if e["deviceId"] == power_on] == []
+    assert module.reader.power_on.stuck((power_on, "temperature")) == 4
+    assert module.reader.power_on.rejected == 4
+    logged = [r for r in caplog.records if power_on in r.getMessage()]
+    assert len(logged) == 1 and "power-on value" in logged[0].getMessage()
 
 
 def test_power_on_filter_accepts_85_near_previous_value() -> None:
@@ -349,8 +359,11 @@ def test_power_on_filter_accepts_85_near_previous_value() -> None:
     assert gate.accept(("a", "temperature"), 85.0)
     assert gate.accept(("b", "temperature"), 20.0)
     assert not gate.accept(("b", "temperature"), 85.0)
-    assert gate.accept(("b", "temperature"), 20.5)
-    assert not gate.accept(("b", "temperature"), 85.0)  # a value in between resets the confirmation
+    assert not gate.accept(("b", "temperature"), 85.0)  # a run of 85.0 stays rejected
+    assert gate.stuck(("b", "temperature")) == 2
+    assert gate.accept(("b", "temperature"), 20.5)  # ends the run
+    assert gate.stuck(("b", "temperature")) == 0
+    assert not gate.accept(("b", "temperature"), 85.0)  # 20.5 is not near 85
 
 
 def test_bus_and_crc_errors_are_counted_and_logged_once_per_state_change(
@@ -367,6 +380,8 @@ def test_bus_and_crc_errors_are_counted_and_logged_once_per_state_change(
     dirs = {"/": ["/bus.0/"], "/uncached/bus.0/": [f"/uncached/bus.0/{good}/", f"/uncached/bus.0/{bad}/"]}
     fake = fake_owserver(tree_handler(files, dirs))
     module = make_module(tmp_path, fake.address)
+    now = [0.0]
+    module.schedule.clock = lambda: now[0]
     try:
         with caplog.at_level(logging.INFO, logger="uun_gateway.modules.onewire"):
             for _ in range(3):
@@ -374,13 +389,50 @@ def test_bus_and_crc_errors_are_counted_and_logged_once_per_state_change(
                 assert [(e.device_id, e.kind) for e in result.errors] == [(bad, "bus")]
             files[f"/bus.0/{bad}/temperature"] = b"  19.0"
             module.read_cycle()
+            now[0] = 300.0  # "reads again" once a summary period has passed without failures
             module.read_cycle()
         assert device(module, bad).read_errors == 3
         assert device(module, bad).consecutive_errors == 0
         messages = [r.getMessage() for r in caplog.records if bad in r.getMessage()]
-        assert len([m for m in messages if "read failed" in m]) == 1
+        (failed,) = [m for m in messages if "read failed" in m]
+        assert "bus error: the device gave no valid answer (CRC error or not responding)" in failed
+        assert "Startup" not in failed  # not pyownet's text for the errno
         assert len([m for m in messages if "reads again" in m]) == 1
         assert len([e for e in stored(module) if e["deviceId"] == good]) == 5
+    finally:
+        module.close_storage()
+
+
+def test_a_flaky_sensor_is_logged_once_then_summarised_not_per_failure(
+    fake_owserver: Callable[..., FakeOwserver], tmp_path: Path, caplog: Any
+) -> None:
+    # before: a bus error on 1 read in 3 logged "read failed" and "reads again" every 3 cycles
+    flaky = "28.000000000003"
+    files: dict[str, bytes | int] = {
+        "/bus.0/simultaneous/temperature": b"0",
+        f"/bus.0/{flaky}/type": b"DS18B20",
+    }
+    dirs = {"/": ["/bus.0/"], "/uncached/bus.0/": [f"/uncached/bus.0/{flaky}/"]}
+    fake = fake_owserver(tree_handler(files, dirs))
+    module = make_module(tmp_path, fake.address)
+    now = [0.0]
+    module.schedule.clock = lambda: now[0]
+    try:
+        with caplog.at_level(logging.DEBUG, logger="uun_gateway.modules.onewire"):
+            for cycle in range(60):  # ten minutes of 10 s cycles
+                files[f"/bus.0/{flaky}/temperature"] = 22 if cycle % 3 == 0 else b"  20.0"
+                module.read_cycle()
+                now[0] += 10.0
+        lines = [
+            r
+            for r in caplog.records
+            if flaky in r.getMessage() and r.levelno >= logging.INFO and "found at" not in r.getMessage()
+        ]
+        assert len(lines) <= 3, [r.getMessage() for r in lines]  # first failure + one summary per 5 min
+        assert "read failed" in lines[0].getMessage()
+        assert any("still failing" in r.getMessage() for r in lines[1:])
+        stored_lines = [r for r in caplog.records if "stored" in r.getMessage()]
+        assert stored_lines and all(r.levelno == logging.DEBUG for r in stored_lines)
     finally:
         module.close_storage()
 
@@ -461,7 +513,8 @@ def test_frozen_owserver_costs_one_timeout_then_backs_off(owserver: Owserver, tm
     assert result.readings == [] and "timed out" in result.unavailable[owserver.address]
     (server,) = module.servers
     assert server.in_backoff()
-    assert module.read_cycle().unavailable == {}  # skipped without waiting: nothing to read from
+    # skipped without waiting: nothing to read from
+    assert module.read_cycle().unavailable == {owserver.address: "in backoff after a timeout"}
     owserver.thaw()
     wait_for(lambda: not server.in_backoff(), timeout=5)
     assert len(module.read_cycle().readings) == TESTER_VALUES

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import itertools
+import logging
 import math
 import threading
 import time
@@ -10,18 +11,27 @@ import time
 import pytest
 
 from tests.conftest import wait_for
+from tests.timer_helpers import RunLog, SteppedClock
 from uun_gateway import RepeatTimer
 
 
 def test_runs_repeatedly_and_first_run_is_immediate() -> None:
-    calls: list[float] = []
-    timer = RepeatTimer(0.01, lambda: calls.append(time.monotonic()))
+    log = RunLog()
+    timer: RepeatTimer
+
+    def handler() -> None:
+        log.begin(timer)
+        log.end()
+
+    timer = RepeatTimer(0.01, handler)
+    before = time.monotonic()
     timer.start()
     try:
-        wait_for(lambda: len(calls) >= 5)
+        wait_for(lambda: len(log.runs) >= 5)
     finally:
         assert timer.stop()
-    assert timer.runs >= 5 and timer.skipped == 0
+    assert before <= log.runs[0].deadline <= time.monotonic()  # due at start
+    log.check_rules(timer)
 
 
 def test_runonstart_false_waits_one_period() -> None:
@@ -59,32 +69,62 @@ def test_system_exit_in_handler_does_not_end_the_timer() -> None:
         timer.stop()
 
 
-def test_overrun_is_coalesced_never_back_to_back(caplog: pytest.LogCaptureFixture) -> None:
-    period = 0.02
-    release = threading.Event()
-    starts: list[float] = []
+def test_overrun_is_coalesced_and_logged_once_on_a_stepped_clock(caplog: pytest.LogCaptureFixture) -> None:
+    # Each run moves the clock to `margin` before a later deadline, so the test never waits a period:
+    # runs 0-2 overrun by almost 3 periods each, then the runs take almost a period until one of them
+    # finds the previous one on schedule. A stall of the test machine can only add skipped ticks.
+    caplog.set_level(logging.INFO, logger="uun_gateway.timers")
+    period, margin = 10.0, 0.05
+    clock = SteppedClock()
+    log = RunLog(clock)
+    done = threading.Event()
+    timer: RepeatTimer
 
     def handler() -> None:
-        starts.append(time.monotonic())
-        if len(starts) == 2:
+        log.begin(timer)
+        deadline, n = log.runs_started[-1].deadline, len(log.runs)
+        if n >= 4 and log.runs[-1].skipped == timer.skipped:
+            done.set()  # the previous run kept to its period: recovered
+        else:
+            clock.advance(max(0.0, deadline + (3 if n < 3 else 1) * period - margin - clock()))
+        log.end()
+
+    timer = RepeatTimer(period, handler, name="slow", clock=clock)
+    timer.start()
+    try:
+        assert done.wait(30)
+    finally:
+        timer.stop(timeout=5)
+    ticks = log.check_rules(timer)
+    assert all(b - a >= 3 for a, b in itertools.pairwise(ticks[:4])), ticks
+    assert timer.skipped >= 6
+    assert caplog.text.count("overran") == 1 and caplog.text.count("back on schedule") == 1
+
+
+def test_overrun_under_real_time_keeps_the_rules() -> None:
+    # Whatever the machine's load, the recorded runs obey the rules; only the counts vary.
+    period = 0.02
+    log = RunLog()
+    release = threading.Event()
+    timer: RepeatTimer
+
+    def handler() -> None:
+        log.begin(timer)
+        if len(log.runs) == 1:
             release.wait(10)  # overrun: several deadlines pass while this run blocks
+        log.end()
 
     timer = RepeatTimer(period, handler, name="slow")
     timer.start()
     try:
-        wait_for(lambda: len(starts) >= 2)
         wait_for(lambda: timer.running_since is not None and time.monotonic() - timer.running_since > 5 * period)
         release.set()
-        wait_for(lambda: len(starts) >= 5)
+        wait_for(lambda: len(log.runs) >= 6)
     finally:
-        timer.stop()
-    assert timer.skipped >= 4
-    gaps = [b - a for a, b in itertools.pairwise(starts)]
-    assert min(gaps) >= period * 0.9, f"runs came back to back: {gaps}"
-    # the schedule stays on its grid: every start is near a multiple of the period from the first
-    offsets = [(s - starts[0]) / period for s in starts]
-    assert all(abs(o - round(o)) < 0.45 for o in offsets[2:]), offsets
-    assert caplog.text.count("overran") == 1
+        timer.stop(timeout=5)
+    ticks = log.check_rules(timer)
+    assert ticks[2] - ticks[1] >= 6, f"the blocked run overran at least 5 periods: {ticks}"
+    assert timer.skipped >= log.runs[-1].skipped >= 5
 
 
 def test_stop_wakes_a_one_hour_timer_at_once() -> None:
@@ -136,6 +176,7 @@ def test_start_twice_raises_and_restart_after_stop_works() -> None:
     timer = RepeatTimer(3600, lambda: None)
     timer.start()
     try:
+        wait_for(lambda: timer.runs == 1)
         with pytest.raises(RuntimeError, match="already running"):
             timer.start()
     finally:
@@ -177,16 +218,25 @@ def test_invalid_period_is_rejected(period: object) -> None:
         RepeatTimer(period, lambda: None)  # type: ignore[arg-type]
 
 
-def test_wall_clock_jump_does_not_affect_schedule(monkeypatch: pytest.MonkeyPatch) -> None:
-    calls: list[float] = []
-    timer = RepeatTimer(3600, lambda: calls.append(1), runonstart=False)
-    monkeypatch.setattr(time, "time", lambda: 1e12)  # the wall clock jumps far ahead
+def test_wall_clock_jump_after_start_does_not_affect_schedule(monkeypatch: pytest.MonkeyPatch) -> None:
+    # Steps of the wall clock (NTP at boot) while the timer runs: a schedule on time.time() would stop
+    # for a day after the step back, and skip a day of ticks after the step forward.
+    real_time = time.time
+    offset = [0.0]
+    monkeypatch.setattr(time, "time", lambda: real_time() + offset[0])
+    timer = RepeatTimer(0.01, lambda: None)
     timer.start()
     try:
-        assert not threading.Event().wait(0.05)
-        assert calls == []
+        wait_for(lambda: timer.runs >= 2)
+        offset[0] = -86400.0
+        runs = timer.runs
+        wait_for(lambda: timer.runs >= runs + 3)
+        offset[0] = +86400.0
+        runs = timer.runs
+        wait_for(lambda: timer.runs >= runs + 3)
     finally:
         timer.stop(timeout=5)
+    assert timer.skipped < 1000, f"{timer.skipped} ticks skipped: the schedule followed the wall clock"
 
 
 def test_stalled_reports_a_handler_running_too_long() -> None:

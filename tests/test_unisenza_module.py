@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 from uun_gateway.modules.unisenza.module import Unisenza
 
-from tests.conftest import free_port, wait_for
+from tests.helpers import free_port, wait_for
 from tests.unisenza_fakes import PASSWORD, USERNAME, FakeCloud, fixtures
 from uun_gateway import ConfigError, Gateway, cli
 

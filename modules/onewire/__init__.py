@@ -1,12 +1,15 @@
-"""Built-in module ``onewire``: 1-Wire sensors through owserver (pyownet).
+"""Built-in module ``onewire``: 1-Wire sensors through owserver (pyownet) or the kernel w1 bus (sysfs).
 
 Entry point: ``onewire = uun_gateway.modules.onewire:OneWire``.
 """
 
 from .connection import OwServer, OwSession, ServerAddress, ServerUnavailable
+from .errors import PathError
 from .inventory import (
     Device,
     DeviceAdded,
+    DeviceAlarm,
+    DeviceAlarmCleared,
     DeviceLocated,
     DeviceMoved,
     DeviceNotFound,
@@ -20,10 +23,14 @@ from .inventory import (
 from .module import OneWire
 from .reader import Reader, Reading, ReadTarget
 from .scanner import FoundDevice, ScanResult, scan
+from .sysfs import SysfsAddress, SysfsBus
+from .writer import UnknownDevice, WriteFailed, WriteResult
 
 __all__ = [
     "Device",
     "DeviceAdded",
+    "DeviceAlarm",
+    "DeviceAlarmCleared",
     "DeviceLocated",
     "DeviceMoved",
     "DeviceNotFound",
@@ -35,6 +42,7 @@ __all__ = [
     "OneWire",
     "OwServer",
     "OwSession",
+    "PathError",
     "ReadTarget",
     "Reader",
     "Reading",
@@ -43,5 +51,10 @@ __all__ = [
     "ServerConnected",
     "ServerDisconnected",
     "ServerUnavailable",
+    "SysfsAddress",
+    "SysfsBus",
+    "UnknownDevice",
+    "WriteFailed",
+    "WriteResult",
     "scan",
 ]

@@ -8,8 +8,9 @@ A scan result is merged with :meth:`Inventory.apply_scan`; the returned events s
 - :class:`DeviceNotFound` - missing from ``missed_scans`` consecutive complete scans.
 
 Server state changes are :class:`ServerConnected` / :class:`ServerDisconnected`; readings are
-:class:`DeviceValue`. Listeners are called in the thread that produced the event, without any
-inventory lock held; a listener's exception is logged and does not affect others.
+:class:`DeviceValue`; a device entering or leaving its alarm state (conditional search) is
+:class:`DeviceAlarm` / :class:`DeviceAlarmCleared`. Listeners are called in the thread that
+produced the event, without any inventory lock held; a listener's exception is logged and does not affect others.
 """
 
 from __future__ import annotations
@@ -101,6 +102,54 @@ class DeviceValue(Event):
     """One accepted reading (``reading.entry()`` is what was stored)."""
 
     reading: Reading
+
+
+@dataclass(frozen=True)
+class DeviceAlarm(Event):
+    """A device answers the conditional search (``/alarm``): e.g. a temperature above its
+    ``temphigh`` or below its ``templow``. ``reason`` says which, ``values`` what was read."""
+
+    device_id: str
+    alias: str | None
+    server: str
+    reason: str
+    values: dict[str, Any]
+    timestamp: float
+
+    def entry(self) -> dict[str, Any]:
+        """The storage entry for this alarm (JSON serialisable)."""
+        return {
+            "event": "alarm",
+            "alarm": True,
+            "deviceId": self.device_id,
+            "alias": self.alias,
+            "reason": self.reason,
+            "values": self.values,
+            "timestamp": self.timestamp,
+            "server": self.server,
+        }
+
+
+@dataclass(frozen=True)
+class DeviceAlarmCleared(Event):
+    """A device that was in alarm no longer answers the conditional search."""
+
+    device_id: str
+    alias: str | None
+    server: str
+    timestamp: float
+
+    def entry(self) -> dict[str, Any]:
+        return {
+            "event": "alarm",
+            "alarm": False,
+            "deviceId": self.device_id,
+            "alias": self.alias,
+            "reason": "cleared",
+            "values": {},
+            "timestamp": self.timestamp,
+            "server": self.server,
+        }
 
 
 Listener = Callable[[Event], None]

@@ -14,7 +14,8 @@ from collections import deque
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
-from .connection import OwnetError, OwSession
+from .connection import OwSession
+from .errors import PathError
 
 log = logging.getLogger(__name__)
 
@@ -85,7 +86,7 @@ def scan(
             continue
         try:
             name = session.read(f"{bus_path}interface/settings/name").decode("ascii", "replace").strip()
-        except OwnetError:
+        except PathError:
             continue
         if name.startswith("Simulated-"):
             result.simulated_buses[bus_path] = name
@@ -97,7 +98,7 @@ def scan(
         listing_path = (UNCACHED + bus_path) if uncached else bus_path
         try:
             entries = session.dir(listing_path)
-        except OwnetError as err:
+        except PathError as err:
             if depth == 0:
                 raise
             result.branch_errors[bus_path] = str(err)
@@ -113,8 +114,10 @@ def scan(
             dev_type = known_types.get(dev_id)
             if dev_type is None:
                 try:
-                    dev_type = session.read(f"{bus_path}{dev_id}/type").decode("ascii", "replace").strip()
-                except OwnetError:
+                    # EDS sensors (7E) all read type "EDS"; their model is in device_type
+                    leaf = "device_type" if family == "7E" else "type"
+                    dev_type = session.read(f"{bus_path}{dev_id}/{leaf}").decode("ascii", "replace").strip()
+                except PathError:
                     dev_type = None
             result.devices[dev_id] = FoundDevice(dev_id, family, dev_type, bus_path)
             if family == COUPLER_FAMILY:
