@@ -128,17 +128,22 @@ class CommandSocket(Module):
         else:
             if not stat.S_ISSOCK(mode):
                 raise OSError(f"gateway.socket.path: {str(path)!r} exists and is not a socket; not replacing it")
-            path.unlink()
+        # Bound and listening under a temporary name, then renamed into place (replacing a stale
+        # socket): a client that sees the path never finds it refusing connections.
+        staging = path.with_name(f".{path.name}.{os.getpid()}")
+        staging.unlink(missing_ok=True)
         listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
         old_umask = os.umask(0o177)  # the socket file is created owner-only, never briefly wider
         try:
-            listener.bind(str(path))
+            listener.bind(str(staging))
+            listener.listen(8)
+            os.rename(staging, path)
         except OSError:
             listener.close()
+            staging.unlink(missing_ok=True)
             raise
         finally:
             os.umask(old_umask)
-        listener.listen(8)
         listener.setblocking(False)
         return listener
 
