@@ -159,3 +159,19 @@ def test_sighup_reloads_a_running_uun_gateway_run(tmp_path: Path, site: Path) ->
     assert proc.returncode == 0, err
     assert "config reloaded: added: ticker" in err
     assert "config not reloaded, the running config is kept" in err and "gateway.bogus" in err
+
+
+def test_a_reload_that_moves_the_socket_is_answered_on_the_old_one_and_served_on_the_new(
+    served: tuple[Gateway, Path, Path], tmp_path: Path
+) -> None:
+    _, path, sock = served
+    moved = tmp_path / "moved.sock"
+    config = socket_config(tmp_path)
+    config["gateway"]["socket"]["path"] = str(moved)
+    write(path, config)
+    assert send_command(sock, "reload") == (True, "restarted: socket")
+    wait_for(moved.exists)
+    wait_for(lambda: not sock.exists())
+    ok, text = send_command(moved, "status")
+    assert ok and list(json.loads(text)["modules"]) == ["socket"]
+    assert moved.stat().st_mode & 0o777 == 0o600
