@@ -6,7 +6,8 @@ uptime, load, memory, free disk space under the storage directory, the framework
 config error and, per module, stored entries, the last successful send, errors and timer overruns
 since the last heartbeat the server accepted. Everything comes from ``/proc`` and ``os``.
 
-Online state: it logs once per transition (online, server error, offline), never per tick.
+Online state: it logs once per transition (online, server error, offline), never per tick
+(:class:`~uun_gateway.StateLog`).
 """
 
 from __future__ import annotations
@@ -15,19 +16,11 @@ import logging
 import os
 import time
 from collections.abc import Mapping
-from datetime import UTC, datetime
 from typing import Any, ClassVar
 
-import requests
-
-from uun_gateway import Module, UuAppClient, __version__, on
+from uun_gateway import Module, StateLog, UuAppClient, __version__, describe_failure, iso_utc, on
 
 DEFAULT_UUCMD = "gateway/heartbeat"
-
-
-def iso(epoch: float) -> str:
-    """``epoch`` as ISO 8601 UTC with a ``Z`` suffix (the timezone of the machine never matters)."""
-    return datetime.fromtimestamp(epoch, UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
 def _read(path: str) -> str | None:
@@ -113,7 +106,7 @@ class Heartbeat(Module):
         self.online: bool | None = None
         self.sent = 0
         self.last_dto: dict[str, Any] | None = None
-        self._state: str | None = None
+        self.link = StateLog(self.logger, "uuApp")
         self._reported: dict[str, tuple[int, int]] = {}
         self._pending: dict[str, tuple[int, int]] = {}
         self._cpu: tuple[int, int] | None = cpu_times()
@@ -158,8 +151,8 @@ class Heartbeat(Module):
                 "lastError": m.get("lastError"),
             }
         return {
-            "timestamp": iso(now),
-            "bootTimestamp": iso(boot) if boot is not None else None,
+            "timestamp": iso_utc(now),
+            "bootTimestamp": iso_utc(boot) if boot is not None else None,
             "uptime": system_uptime(),
             "gatewayUptime": health.get("uptime"),
             "load": load,
@@ -181,39 +174,21 @@ class Heartbeat(Module):
                 self.logger.warning("no uuApp configured; heartbeats are not sent")
             return
         dto = self.dto()
-        response, exc = self.uuclient.post(self.uucmd, dto, log_level=logging.DEBUG)
+        stop = self.gateway.stopev if self.gateway is not None else None
+        response, exc = self.uuclient.post(self.uucmd, dto, log_level=logging.DEBUG, stop=stop)
         if exc is None:
-            self._transition("online", "uuApp online")
+            self.online = True
+            self.link.ok("online again", first="online")
             self.sent += 1
             self.last_dto = dto
             self._cpu = cpu_times()
             self._reported.update(self._pending)
             self.stats.record_send(True)
             return
+        self.online = False
+        problem = describe_failure(exc)
         if response is not None:
-            self._transition("error", f"uuApp server error: HTTP {response.status_code}")
+            self.link.failed(f"server error: {problem}", state="error")
         else:
-            self._transition("offline", f"uuApp unreachable: {_describe(exc)}")
-        self.stats.record_send(False, f"heartbeat failed: {_describe(exc)}")
-
-    def _transition(self, state: str, message: str) -> None:
-        if state == self._state:
-            return
-        self._state = state
-        self.online = state == "online"
-        if self.online:
-            self.logger.info(message)
-        else:
-            self.logger.warning(message)
-
-
-def _describe(exc: BaseException | None) -> str:
-    if isinstance(exc, requests.HTTPError) and exc.response is not None:
-        return f"HTTP {exc.response.status_code}"
-    if isinstance(exc, requests.Timeout):
-        return "timed out"
-    if isinstance(exc, requests.ConnectionError):
-        return "connection failed"
-    return type(exc).__name__ + (
-        f": {exc}" if exc is not None and not isinstance(exc, requests.RequestException) else ""
-    )
+            self.link.failed(f"unreachable: {problem}", state="offline")
+        self.stats.record_send(False, f"heartbeat failed: {problem}")

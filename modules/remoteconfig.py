@@ -21,9 +21,8 @@ import logging
 from collections.abc import Mapping
 from typing import Any, ClassVar
 
-import requests
-
-from uun_gateway import ConfigApplyError, ConfigError, Module, UuAppClient, on
+from uun_gateway import ConfigApplyError, ConfigError, Module, StateLog, UuAppClient, describe_failure, on
+from uun_gateway.uuapp import answer_json
 
 
 class RemoteConfig(Module):
@@ -48,7 +47,7 @@ class RemoteConfig(Module):
         self.applied = 0
         self._rejected: str | None = None
         self._failing: str | None = None
-        self._fetch_failing = False
+        self.fetching = StateLog(self.logger, "remote config")
         self._warned = False
 
     @property
@@ -107,30 +106,24 @@ class RemoteConfig(Module):
 
     def _fetch(self, uucmd: str) -> dict[str, Any] | None:
         assert self.uuclient is not None
-        response, exc = self.uuclient.get(uucmd, log_level=logging.DEBUG)
+        stop = self.gateway.stopev if self.gateway is not None else None
+        response, exc = self.uuclient.get(uucmd, log_level=logging.DEBUG, stop=stop)
         problem: str | None = None
         body: Any = None
         if exc is not None or response is None:
-            if isinstance(exc, requests.HTTPError) and response is not None:
-                problem = f"HTTP {response.status_code}"
-            else:
-                problem = f"{type(exc).__name__}"
+            problem = describe_failure(exc)
         else:
             try:
-                body = response.json()
+                body = answer_json(response)
             except ValueError:
                 problem = "the answer is not JSON"
             else:
                 if not isinstance(body, dict):
                     problem = "the answer is not a JSON object"
         if problem is not None:
-            if not self._fetch_failing:
-                self.logger.warning("cannot fetch the remote config (%s); keeping the current one", problem)
-            self._fetch_failing = True
+            self.fetching.failed(f"cannot fetch the configuration ({problem}); keeping the current one")
             self.last_error = f"fetch failed: {problem}"
             return None
-        if self._fetch_failing:
-            self.logger.info("remote config can be fetched again")
-        self._fetch_failing = False
+        self.fetching.ok("can be fetched again")
         fetched = {k: v for k, v in body.items() if k != "uuAppErrorMap"}
         return fetched or None

@@ -1,6 +1,6 @@
 """The ``upload`` module: the one way module storages reach uuApp.
 
-Configuration (``gateway.upload``)::
+Configuration (``gateway.upload``; every key but ``sources`` may also be set per source)::
 
     "upload": {
         "sources": {
@@ -8,6 +8,9 @@ Configuration (``gateway.upload``)::
             "camera":  {"uuCmd": "gateway/uploadImage"}
         },
         "batchSize": 100,
+        "maxBatchBytes": 262144,
+        "pipeline": 4,
+        "compress": "none",
         "backoffInitial": 2,
         "backoffMax": 300
     }
@@ -23,50 +26,124 @@ them. A JSON batch is POSTed as::
 ``bytes`` entry is sent alone as multipart/form-data with the fields ``source``, ``storageId``,
 ``id``, ``created`` and the file part ``data``.
 
-What counts as accepted: a 2xx answer whose JSON body names ``accepted`` (ids) or ``failed`` (ids) —
-only those accepted are deleted — or names neither (all accepted). Ids are JSON integers; a key that
-holds anything but a list of them accepts nothing. Anything else (an HTTP error, a network error, no
-token, a body that is not JSON) accepts nothing: the batch stays, in order, and the source backs
-off exponentially (``backoffInitial`` doubling up to ``backoffMax`` seconds) before its next
-attempt. A tick drains every due source round-robin, batch after batch, until it has sent the
-backlog the source had when the tick began, or the source is empty, fails, or the gateway stops.
+Throughput: a round reads up to ``pipeline`` batches and sends them at once, each on its own
+kept-alive connection. A batch holds ``batchSize`` entries while the backlog is small; while the
+backlog holds more than a full round the entry count doubles each round (up to 50,000), and a batch
+never grows past ``maxBatchBytes`` encoded bytes (one entry larger than that goes alone). Each
+batch is encoded once: one that failed is sent again byte for byte. ``compress``: ``gzip`` sends
+bodies of 1 KiB or more with ``Content-Encoding: gzip``; ``auto`` does so until the server answers
+415 (Unsupported Media Type), then sends plain JSON for the rest of the run (logged once);
+``none`` (the default) never compresses, since HTTP has no way to learn in advance whether a server
+takes compressed request bodies.
+
+Order: batches in flight together may arrive at the server in any order (the ids give it;
+``pipeline: 1`` keeps arrival order too), but their answers are applied in storage order. What
+counts as accepted: only a 2xx answer, never a redirect (3xx is a failure, not followed), whose
+``uuAppErrorMap`` holds no entry of ``"type": "error"``, whose body is JSON no larger than
+``uuApp.maxAnswerBytes`` and no deeper than 64 levels, and that arrived within ``uuApp.timeout``.
+Of such an answer, a JSON body naming ``accepted`` (ids) accepts those ids; naming ``failed``
+(ids) accepts the others; naming neither accepts the whole batch. Ids are JSON integers; a key that
+holds anything but a list of them accepts nothing. Anything else (an HTTP error, a network error,
+no token, a body that is not JSON) accepts nothing. The first batch of a round not wholly accepted
+ends the round: it and every batch after it stay stored (even when a later one was accepted:
+acking it would leave a hole), in order, and the source backs off exponentially
+(``backoffInitial`` doubling up to ``backoffMax`` seconds). So does a batch the server accepted
+but the storage could not delete (:class:`~uun_gateway.StorageError`): it is sent again later.
+A tick drains every due source round-robin, round after round, until it has sent the backlog the
+source had when the tick began, or the source is empty, fails, or the gateway stops (which also
+interrupts the requests in flight).
 """
 
 from __future__ import annotations
 
+import gzip
+import itertools
+import json
 import logging
-import time
+import threading
 from collections.abc import Mapping
-from dataclasses import dataclass
-from datetime import UTC, datetime
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
 import requests
 
-from uun_gateway import Entry, Module, Storage, UuAppClient, on
+from uun_gateway import (
+    Backoff,
+    Entry,
+    Module,
+    StateLog,
+    Storage,
+    StorageError,
+    UuAppClient,
+    describe_failure,
+    iso_utc,
+    on,
+)
+from uun_gateway.uuapp import EncodedJson, UuCmdSession, answer_json
 
 DEFAULT_BATCH = 100
+DEFAULT_PIPELINE = 4
+DEFAULT_MAX_BATCH_BYTES = 256 * 1024
+MAX_BATCH_ENTRIES = 50_000
+GZIP_MIN = 1024
+"""Bodies shorter than this are never compressed (gzip would not pay for its header)."""
 DEFAULT_BACKOFF_INITIAL = 2.0
 DEFAULT_BACKOFF_MAX = 300.0
 
 _POSITIVE = {"type": "number", "exclusiveMinimum": 0}
-_BATCH = {"type": "integer", "minimum": 1, "maximum": 10000, "description": "entries per request (1..10000)"}
+_BATCH = {
+    "type": "integer",
+    "minimum": 1,
+    "maximum": 10000,
+    "description": "entries per request while the backlog is small (1..10000); batches grow from it",
+}
+_BATCH_BYTES = {
+    "type": "integer",
+    "minimum": 1024,
+    "maximum": 16 * 1024 * 1024,
+    "description": "largest encoded batch in bytes (1 KiB..16 MiB; default 256 KiB)",
+}
+_PIPELINE = {"type": "integer", "minimum": 1, "maximum": 16, "description": "batches in flight at once (1..16)"}
+_COMPRESS = {
+    "enum": ["none", "gzip", "auto"],
+    "description": "gzip request bodies: none (default), gzip (always), auto (until the server answers 415)",
+}
+
+
+@dataclass(frozen=True)
+class Batch:
+    """Entries sent in one request, with their body encoded once (None: one bytes entry, multipart)."""
+
+    entries: list[Entry]
+    body: EncodedJson | None
+
+    @property
+    def ids(self) -> list[int]:
+        return [e.id for e in self.entries]
 
 
 @dataclass
 class SourceState:
-    """Delivery state of one source (read-only for callers)."""
+    """Delivery state of one source (read-only for callers): its backoff and its log of state changes."""
 
-    failures: int = 0
-    next_attempt: float = 0.0
+    backoff: Backoff
+    log: StateLog
     sent: int = 0
     requests: int = 0
     warned_missing: bool = False
+    batch_entries: int = 0
+    """Entries per batch now (grows while the backlog is large)."""
+    fits: int = 0
+    """Entries that filled a batch to ``maxBatchBytes`` in the last round (0: none did)."""
+    gzip_refused: bool = False
+    prepared: dict[int, Batch] = field(default_factory=dict)
+    """Batches encoded for an attempt that failed, by first entry id: sent again as they were."""
 
-
-def iso_ms(epoch: float) -> str:
-    """``epoch`` as ISO 8601 UTC with milliseconds and a ``Z`` suffix."""
-    return datetime.fromtimestamp(epoch, UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+    @property
+    def failures(self) -> int:
+        """Failed attempts in a row."""
+        return self.backoff.failures
 
 
 class Upload(Module):
@@ -95,11 +172,17 @@ class Upload(Module):
                     "properties": {
                         "uuCmd": {"type": "string", "minLength": 1, "description": "the uuCmd to POST to"},
                         "batchSize": _BATCH,
+                        "maxBatchBytes": _BATCH_BYTES,
+                        "pipeline": _PIPELINE,
+                        "compress": _COMPRESS,
                     },
                     "additionalProperties": False,
                 },
             },
             "batchSize": _BATCH,
+            "maxBatchBytes": _BATCH_BYTES,
+            "pipeline": _PIPELINE,
+            "compress": _COMPRESS,
             "backoffInitial": {**_POSITIVE, "description": "first retry delay in seconds (> 0)"},
             "backoffMax": {**_POSITIVE, "description": "longest retry delay in seconds (> 0)"},
         },
@@ -110,6 +193,10 @@ class Upload(Module):
         super().__init__(config, uuclient)
         self.state: dict[str, SourceState] = {}
         self._warned_no_client = False
+        self._sessions: dict[tuple[str, int], UuCmdSession] = {}
+        self._sessions_lock = threading.Lock()
+        self._pool: ThreadPoolExecutor | None = None
+        self._pool_size = 0
 
     # -- configuration ---------------------------------------------------------------------------
 
@@ -119,9 +206,17 @@ class Upload(Module):
 
     def backoff(self, failures: int) -> float:
         """Delay before the next attempt after ``failures`` failures in a row (exponential, capped)."""
+        return self._new_backoff().delay(failures)
+
+    def _new_backoff(self) -> Backoff:
         initial = float(self._c("backoffInitial", DEFAULT_BACKOFF_INITIAL))
-        cap = float(self._c("backoffMax", DEFAULT_BACKOFF_MAX))
-        return float(min(cap, initial * 2.0 ** min(failures - 1, 62)))
+        return Backoff(initial, max(initial, float(self._c("backoffMax", DEFAULT_BACKOFF_MAX))))
+
+    def _state(self, source: str) -> SourceState:
+        state = self.state.get(source)
+        if state is None:
+            state = self.state[source] = SourceState(self._new_backoff(), StateLog(self.logger, f"upload of {source}"))
+        return state
 
     def _storage_of(self, source: str) -> Storage | None:
         module = self._module_of(source)
@@ -130,7 +225,7 @@ class Upload(Module):
         try:
             storage = getattr(module, "storage", None)
         except Exception as exc:  # one source's broken storage must not stop the others' uploads
-            state = self.state.setdefault(source, SourceState())
+            state = self._state(source)
             if not state.warned_missing:
                 state.warned_missing = True
                 self.logger.error("upload source %r: its storage cannot be opened (%s); skipped", source, exc)
@@ -159,33 +254,39 @@ class Upload(Module):
 
     @on("tick")
     def drain(self) -> None:
-        """Send every due source's backlog, round-robin one batch at a time, until done or failing."""
+        """Send every due source's backlog, round-robin one round (a pipeline of batches) at a time,
+        until done or failing."""
         if not self._has_client():
             return
-        due = [s for s in self.sources() if self.state.setdefault(s, SourceState()).next_attempt <= time.monotonic()]
+        due = [s for s in self.sources() if self._state(s).backoff.ready()]
         # A tick sends at most the backlog it found: entries that keep arriving wait for the next
         # tick, so a source fed as fast as it drains cannot keep the tick (and the watchdog) hanging.
         backlog = {s: len(storage) if (storage := self._storage_of(s)) is not None else 0 for s in due}
-        while due:
-            more = []
-            for source in due:
-                if not self._running():
-                    return
-                sent = self.state[source].sent
-                if self.send_batch(source):
-                    backlog[source] -= self.state[source].sent - sent
-                    if backlog[source] > 0:
-                        more.append(source)
-            due = more
+        try:
+            while due:
+                more = []
+                for source in due:
+                    if not self._running():
+                        return
+                    sent = self.state[source].sent
+                    if self.send_batch(source, limit=backlog[source]):
+                        backlog[source] -= self.state[source].sent - sent
+                        if backlog[source] > 0:
+                            more.append(source)
+                due = more
+        finally:
+            self._shutdown_pool()
 
-    def send_batch(self, source: str) -> bool:
-        """Send the oldest batch of ``source``; True when all of it was accepted and more may follow.
+    def send_batch(self, source: str, limit: int | None = None) -> bool:
+        """Send one round of ``source``'s oldest entries (at most ``limit``): up to ``pipeline``
+        batches in flight at once, their acks applied in order. True when all of it was accepted
+        and more may follow.
 
         Blocks for up to the client's timeout. Called by the tick; calling it concurrently with the
         tick may send a batch twice (never loses one).
         """
         settings = self.sources().get(source)
-        state = self.state.setdefault(source, SourceState())
+        state = self._state(source)
         if settings is None or not self._has_client():
             return False
         storage = self._storage_of(source)
@@ -194,36 +295,191 @@ class Upload(Module):
                 state.warned_missing = True
                 self.logger.warning("upload source %r is not a loaded module with a storage; skipped", source)
             return False
-        size = int(settings.get("batchSize", self._c("batchSize", DEFAULT_BATCH)))
-        entries = storage.oldest(size)
+        base = int(settings.get("batchSize", self._c("batchSize", DEFAULT_BATCH)))
+        pipeline = int(settings.get("pipeline", self._c("pipeline", DEFAULT_PIPELINE)))
+        max_bytes = int(settings.get("maxBatchBytes", self._c("maxBatchBytes", DEFAULT_MAX_BATCH_BYTES)))
+        size = max(base, state.batch_entries)
+        want = size * pipeline
+        state.fits = 0
+        entries = storage.oldest(min(want, limit) if limit else want)
         if not entries:
             return False
+        uucmd = settings["uuCmd"]
         if isinstance(entries[0].data, bytes):
-            batch = entries[:1]
-            response, exc = self._post_binary(source, storage, settings["uuCmd"], batch[0])
+            batches = [Batch(entries[:1], None)]
         else:
-            batch = []
-            for entry in entries:
-                if isinstance(entry.data, bytes):
+            json_entries = list(itertools.takewhile(lambda e: not isinstance(e.data, bytes), entries))
+            batches = self._batches(source, storage, state, json_entries, size, max_bytes, pipeline)
+        results = self._send_all(source, storage, uucmd, batches)
+        ok = self._apply_in_order(source, storage, state, batches, results)
+        if ok:
+            # grow while the backlog holds more than a full round, shrink back once it does not
+            full = len(entries) == want and len(storage) > want
+            state.batch_entries = min(MAX_BATCH_ENTRIES, size * 2, state.fits or MAX_BATCH_ENTRIES) if full else base
+        return ok
+
+    def _batches(
+        self,
+        source: str,
+        storage: Storage,
+        state: SourceState,
+        entries: list[Entry],
+        size: int,
+        max_bytes: int,
+        pipeline: int,
+    ) -> list[Batch]:
+        """Split ``entries`` into at most ``pipeline`` batches of at most ``size`` entries and about
+        ``max_bytes`` bytes (at least one entry each), each encoded once: a batch prepared for an
+        attempt that failed is sent again as it was."""
+        compress = self._compress(source, state)
+        prefix = json.dumps({"source": source, "storageId": storage.uid}, separators=(",", ":"))[:-1].encode()
+        prefix += b',"data":['
+        prepared, state.prepared = state.prepared, {}
+        batches: list[Batch] = []
+        i = 0
+        while i < len(entries) and len(batches) < pipeline:
+            cached = prepared.get(entries[i].id)
+            if (
+                cached is not None
+                and cached.body is not None
+                and (cached.body.gzipped is not None) == (compress and len(cached.body.body) >= GZIP_MIN)
+                and cached.ids == [e.id for e in entries[i : i + len(cached.ids)]]
+            ):
+                batches.append(cached)
+                i += len(cached.ids)
+                continue
+            fragments: list[bytes] = []
+            total = len(prefix) + 2
+            start = i
+            while i < len(entries) and i - start < size:
+                entry = entries[i]
+                fragment = json.dumps(
+                    {"id": entry.id, "created": iso_utc(entry.created), "data": entry.data}, separators=(",", ":")
+                ).encode()
+                if fragments and total + len(fragment) + 1 > max_bytes:
+                    state.fits = len(fragments)  # what the byte bound allows: read no more per batch
                     break
-                batch.append(entry)
-            dto = {
-                "source": source,
-                "storageId": storage.uid,
-                "data": [{"id": e.id, "created": iso_ms(e.created), "data": e.data} for e in batch],
-            }
-            assert self.uuclient is not None
-            response, exc = self.uuclient.post(settings["uuCmd"], dto, log_level=logging.DEBUG)
-        state.requests += 1
-        accepted, problem = _accepted(batch, response, exc)
-        if accepted:
-            storage.ack(accepted)
-            state.sent += len(accepted)
-        if problem is None and len(accepted) == len(batch):
-            self._succeeded(source, state)
-            return True
-        self._failed(source, state, problem or f"{len(batch) - len(accepted)} of {len(batch)} entries not accepted")
-        return False
+                fragments.append(fragment)
+                total += len(fragment) + 1
+                i += 1
+            body = prefix + b",".join(fragments) + b"]}"
+            gzipped = gzip.compress(body, compresslevel=5, mtime=0) if compress and len(body) >= GZIP_MIN else None
+            batches.append(Batch(entries[start:i], EncodedJson(body, gzipped)))
+        return batches
+
+    def _compress(self, source: str, state: SourceState) -> bool:
+        setting = self.sources().get(source, {}).get("compress", self._c("compress", "none"))
+        return setting == "gzip" or (setting == "auto" and not state.gzip_refused)
+
+    def _send_all(
+        self, source: str, storage: Storage, uucmd: str, batches: list[Batch]
+    ) -> list[Future[tuple[requests.Response | None, BaseException | None]]]:
+        """Start every batch (the first in this thread's turn, the others on the pipeline's workers)."""
+        futures: list[Future[tuple[requests.Response | None, BaseException | None]]] = []
+        if len(batches) > 1:
+            pool = self._pool_for(len(batches))
+            for slot, batch in enumerate(batches):
+                futures.append(pool.submit(self._post_batch, source, storage, uucmd, batch, slot))
+        else:
+            done: Future[tuple[requests.Response | None, BaseException | None]] = Future()
+            done.set_result(self._post_batch(source, storage, uucmd, batches[0], 0))
+            futures.append(done)
+        return futures
+
+    def _post_batch(
+        self, source: str, storage: Storage, uucmd: str, batch: Batch, slot: int
+    ) -> tuple[requests.Response | None, BaseException | None]:
+        if batch.body is None:
+            return self._post_binary(source, storage, uucmd, batch.entries[0])
+        return self._session(uucmd, slot).post(batch.body, log_level=logging.DEBUG, stop=self._stop_event())
+
+    def _apply_in_order(
+        self,
+        source: str,
+        storage: Storage,
+        state: SourceState,
+        batches: list[Batch],
+        results: list[Future[tuple[requests.Response | None, BaseException | None]]],
+    ) -> bool:
+        """Apply the answers in the order the batches were read: the first batch not wholly accepted
+        ends the round, and it and every batch after it stay stored (sent again later, same ids)."""
+        failure: str | None = None
+        for batch, future in zip(batches, results, strict=True):
+            response, exc = future.result()
+            state.requests += 1
+            if failure is not None:
+                if batch.body is not None:  # answered, but an earlier batch failed: kept, to keep the order
+                    state.prepared[batch.entries[0].id] = batch
+                continue
+            if (
+                batch.body is not None
+                and batch.body.gzipped is not None
+                and response is not None
+                and response.status_code == 415
+            ):
+                state.gzip_refused = True
+                self.logger.warning(
+                    "upload of %s: the server refuses gzip bodies (HTTP 415); sending plain JSON", source
+                )
+                failure = ""
+                continue
+            accepted, problem = _accepted(batch.entries, response, exc)
+            if accepted:
+                try:
+                    storage.ack(accepted)
+                except StorageError as err:
+                    # delivered but still stored: it goes out again (same ids) after the backoff
+                    failure = (
+                        f"the server accepted {len(accepted)} entries but they could not be removed from storage "
+                        f"({err})"
+                    )
+                    continue
+                state.sent += len(accepted)
+            if problem is not None or len(accepted) != len(batch.entries):
+                failure = (
+                    problem or f"{len(batch.entries) - len(accepted)} of {len(batch.entries)} entries not accepted"
+                )
+                if not accepted and batch.body is not None:
+                    state.prepared[batch.entries[0].id] = batch  # the same bytes next time
+        if failure == "":
+            return True  # only the encoding was refused: send again at once, uncompressed
+        if failure is not None:
+            self._failed(source, state, failure)
+            return False
+        self._succeeded(source, state)
+        return True
+
+    def _session(self, uucmd: str, slot: int) -> UuCmdSession:
+        """The keep-alive connection of pipeline slot ``slot`` to ``uucmd``."""
+        with self._sessions_lock:
+            session = self._sessions.get((uucmd, slot))
+            if session is None:
+                assert self.uuclient is not None
+                session = self._sessions[(uucmd, slot)] = UuCmdSession(self.uuclient, uucmd, logging.DEBUG)
+            return session
+
+    def _pool_for(self, workers: int) -> ThreadPoolExecutor:
+        if self._pool is None or self._pool_size < workers:
+            self._shutdown_pool()
+            self._pool = ThreadPoolExecutor(workers, thread_name_prefix="upload-pipeline")
+            self._pool_size = workers
+        return self._pool
+
+    def _shutdown_pool(self) -> None:
+        pool, self._pool, self._pool_size = self._pool, None, 0
+        if pool is not None:
+            pool.shutdown(wait=True)
+
+    def _stop_event(self) -> threading.Event | None:
+        return self.gateway.stopev if self.gateway is not None else None
+
+    @on("stop")
+    def close_connections(self) -> None:
+        """Close the pipeline's connections (the client reconnects if the module runs again)."""
+        with self._sessions_lock:
+            sessions, self._sessions = list(self._sessions.values()), {}
+        for session in sessions:
+            session.close()
 
     def _post_binary(
         self, source: str, storage: Storage, uucmd: str, entry: Entry
@@ -232,27 +488,20 @@ class Upload(Module):
             "source": source,
             "storageId": storage.uid,
             "id": str(entry.id),
-            "created": iso_ms(entry.created),
+            "created": iso_utc(entry.created),
             "data": entry.data,
         }
         assert self.uuclient is not None
-        return self.uuclient.multipart(uucmd, fields, log_level=logging.DEBUG)
+        return self.uuclient.multipart(uucmd, fields, log_level=logging.DEBUG, stop=self._stop_event())
 
     def _succeeded(self, source: str, state: SourceState) -> None:
-        if state.failures:
-            self.logger.info("upload of %s works again after %d failed attempt(s)", source, state.failures)
-        state.failures = 0
-        state.next_attempt = 0.0
+        state.backoff.succeeded()
+        state.log.ok("works again")
         self._record(source, True, None)
 
     def _failed(self, source: str, state: SourceState, problem: str) -> None:
-        state.failures += 1
-        delay = self.backoff(state.failures)
-        state.next_attempt = time.monotonic() + delay
-        if state.failures == 1:
-            self.logger.warning("upload of %s failed (%s); kept, retrying with backoff", source, problem)
-        else:
-            self.logger.debug("upload of %s failed again (%s); next attempt in %.1fs", source, problem, delay)
+        state.backoff.failed()
+        state.log.failed(f"failed ({problem}); kept, retrying with backoff")
         self._record(source, False, f"upload failed: {problem}")
 
     def _record(self, source: str, ok: bool, error: str | None) -> None:
@@ -268,15 +517,9 @@ def _accepted(
 ) -> tuple[list[int], str | None]:
     """The ids of ``batch`` the server accepted, and a description of the problem (None if none)."""
     if exc is not None or response is None:
-        if isinstance(exc, requests.HTTPError) and response is not None:
-            return [], f"HTTP {response.status_code}"
-        if isinstance(exc, requests.Timeout):
-            return [], "timed out"
-        if isinstance(exc, requests.ConnectionError):
-            return [], "connection failed"
-        return [], type(exc).__name__ if exc is not None else "no response"
+        return [], describe_failure(exc)
     try:
-        body = response.json()
+        body = answer_json(response)
     except ValueError:
         return [], "the answer is not JSON"
     ids = [e.id for e in batch]

@@ -14,9 +14,15 @@ With ``require_auth`` every app request needs ``Authorization: Bearer <token>`` 
 token (401 otherwise). Faults are queued per uuCmd with :meth:`FakeUuApp.fault`: ``"5xx"``,
 ``"401"``, ``"slow"`` (answers after ``delay`` s), ``"reset"`` (TCP RST before processing),
 ``"lost"`` (processes and records, then RST instead of the answer), ``"malformed"`` (200 with a
-body that is not JSON). :meth:`FakeUuApp.stop` then :meth:`FakeUuApp.start` restarts it on the same
-port. Everything it received is in :attr:`FakeUuApp.records` (thread-safe; use
-:meth:`FakeUuApp.wait_for`).
+body that is not JSON), ``"302"``/``"307"`` (a redirect to :attr:`FakeUuApp.redirect_to` plus the
+same path, not processed), ``"drip"`` (the whole answer one byte every :attr:`FakeUuApp.drip_interval`
+seconds, headers included), ``"drip-body"`` (headers at once, then the body dripping), ``"huge"``
+(a 200 of 100 MB without Content-Length), ``"deep"`` (a 200 whose JSON nests 100,000 deep) and
+``"errormap"`` (a 200 that accepts every id but whose ``uuAppErrorMap`` holds an error, with the
+hostile code :data:`FORGED_KEY`; not processed). A gzip request body is decoded unless
+:attr:`FakeUuApp.accept_gzip` is False (then 415). :meth:`FakeUuApp.stop` then
+:meth:`FakeUuApp.start` restarts it on the same port. Everything it received is in
+:attr:`FakeUuApp.records` (thread-safe; use :meth:`FakeUuApp.wait_for`).
 """
 
 from __future__ import annotations
@@ -26,6 +32,7 @@ import contextlib
 import email.parser
 import email.policy
 import email.utils
+import gzip
 import json
 import socket
 import ssl
@@ -40,7 +47,25 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any, Self
 from urllib.parse import parse_qsl, urlsplit
 
-FAULTS = ("5xx", "401", "slow", "reset", "lost", "malformed")
+FAULTS = (
+    "5xx",
+    "401",
+    "slow",
+    "reset",
+    "lost",
+    "malformed",
+    "302",
+    "307",
+    "drip",
+    "drip-body",
+    "huge",
+    "deep",
+    "errormap",
+)
+HUGE_BYTES = 100 * 1024 * 1024
+DEEP_LEVELS = 100_000
+FORGED_KEY = "fake/failed\nERROR forged log line " + "k" * 100_000
+"""The error code the ``errormap`` fault reports: a newline to forge a log line, and 100 kB long."""
 
 
 @dataclass
@@ -127,10 +152,15 @@ class _Handler(BaseHTTPRequestHandler):
             return
         app, awid, cmd = segments
         headers = {k.lower(): v for k, v in self.headers.items()}
+        if headers.get("content-encoding", "identity") == "gzip":
+            if not fake.accept_gzip:
+                self._reply(415, {"uuAppErrorMap": {"fake/unsupported-encoding": {"type": "error"}}})
+                return
+            raw = gzip.decompress(raw)
         dto: Any
         files: dict[str, bytes] = {}
         ctype = headers.get("content-type", "")
-        if method == "GET":
+        if method == "GET" and not raw:
             dto = dict(parse_qsl(parts.query))
         elif ctype.startswith("multipart/form-data"):
             dto, files = _parse_multipart(ctype, raw)
@@ -142,6 +172,34 @@ class _Handler(BaseHTTPRequestHandler):
                 return
         fault = fake._take_fault(cmd)
         record = Record(method, cmd, headers, dto, fault, files, self.client_address)
+        if fault in ("302", "307", "drip", "huge", "deep"):
+            fake._record(record)
+            if fault in ("302", "307"):
+                self.send_response(int(fault))
+                self.send_header("Location", f"{fake.redirect_to}{self.path}")
+                self.send_header("Content-Length", "2")
+                self.end_headers()
+                self.wfile.write(b"{}")
+            elif fault == "drip":
+                self._drip(
+                    b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: 100014\r\n\r\n"
+                    + b'{"accepted": ['
+                    + b" " * 100000
+                )
+            elif fault == "huge":
+                self._huge()
+            else:
+                self._reply_raw(200, b"[" * DEEP_LEVELS + b"]" * DEEP_LEVELS, "application/json")
+            return
+        if fault == "drip-body":
+            fake._record(record)
+            self.send_response(200)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", "100000")
+            self.end_headers()
+            self.wfile.flush()
+            self._drip(b'{"accepted": [' + b" " * 100000)
+            return
         if fault == "reset":
             fake._record(record)
             self._reset()
@@ -176,7 +234,40 @@ class _Handler(BaseHTTPRequestHandler):
         if fault == "malformed":
             self._reply_raw(200, b'{"accepted": [1, 2', "application/json")
             return
+        if fault == "errormap" and isinstance(body, dict):
+            body = {**body, "uuAppErrorMap": {FORGED_KEY: {"type": "error", "message": "no\nway " * 1000}}}
         self._reply(status, body)
+
+    def _drip(self, data: bytes) -> None:
+        """Send ``data`` one byte at a time until done, the client goes away or the server stops."""
+        self.close_connection = True
+        fake = self.server.fake
+        try:
+            for i in range(len(data)):
+                self.wfile.write(data[i : i + 1])
+                self.wfile.flush()
+                if fake._stopping.wait(fake.drip_interval):
+                    return
+        except OSError:
+            return
+
+    def _huge(self) -> None:
+        """A 200 of :data:`HUGE_BYTES` without Content-Length (the client cannot refuse it up front)."""
+        self.close_connection = True
+        self.send_response(200)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Connection", "close")
+        self.end_headers()
+        chunk = b" " * 65536
+        try:
+            self.wfile.write(b'{"accepted": [')
+            for _ in range(HUGE_BYTES // len(chunk)):
+                if self.server.fake._stopping.is_set():
+                    return
+                self.wfile.write(chunk)
+            self.wfile.write(b"]}")
+        except OSError:
+            return
 
     def _reply(self, status: int, body: Any) -> None:
         self._reply_raw(status, json.dumps(body).encode(), "application/json")
@@ -240,6 +331,11 @@ class FakeUuApp:
         self.slow_delay = slow_delay
         self.ssl_context = ssl_context
         self.gateway_config: dict[str, Any] | None = None
+        self.redirect_to = "http://127.0.0.1:9"
+        """Where the ``302``/``307`` faults send the client (scheme://host:port, no path)."""
+        self.drip_interval = 0.05
+        self.accept_gzip = True
+        """Whether a gzip-encoded request body is understood (else the answer is 415)."""
         self.reject_ids: set[Any] = set()
         self.upload_handler: Callable[[Any], tuple[int, Any]] | None = None
         self.records: list[Record] = []

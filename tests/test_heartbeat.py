@@ -93,10 +93,10 @@ def test_online_offline_transitions_are_logged_once(
             assert heartbeat.online is True
         messages = [r.getMessage() for r in caplog.records]
     assert messages == [
-        "uuApp online",
-        "uuApp server error: HTTP 503",
-        "uuApp unreachable: connection failed",
-        "uuApp online",
+        "uuApp: online",
+        "uuApp: server error: HTTP 503",
+        "uuApp: unreachable: connection refused",
+        "uuApp: online again after 3 failure(s)",
     ]
 
 
@@ -160,6 +160,6 @@ def test_no_secret_in_gateway_logs(tmp_path: Path, caplog: pytest.LogCaptureFixt
             sensor.close_storage()
             assert gateway.uuapp_client is not None
             gateway.uuapp_client.close()
-    assert tokens and "uuApp server error" in caplog.text and "remote config rejected" in caplog.text
+    assert tokens and "uuApp: server error" in caplog.text and "remote config rejected" in caplog.text
     for secret in (*secrets, *tokens):
         assert secret not in caplog.text

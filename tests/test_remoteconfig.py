@@ -122,7 +122,7 @@ def test_fetch_failures_keep_the_config_and_log_once(
             assert gateway.config == config and rc.last_error is not None
         rc.update()
         assert rc.last_error is None and gateway.config["gateway"]["storageDir"].endswith("elsewhere")
-    assert sum("cannot fetch the remote config" in r.getMessage() for r in caplog.records) == 1
+    assert sum("remote config: cannot fetch the configuration" in r.getMessage() for r in caplog.records) == 1
 
 
 def test_nondecremental_update_merges(fake: FakeUuApp, tmp_path: Path) -> None:

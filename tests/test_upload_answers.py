@@ -11,8 +11,7 @@ import pytest
 from uun_gateway.modules.upload import Upload
 
 from tests.fake_uuapp import FakeUuApp
-from tests.test_upload import UPLOAD, running, upload_config
-from tests.uuapp_modules import Sensor
+from tests.uuapp_modules import UPLOAD, Sensor, running, upload_config
 from uun_gateway import Gateway, Module
 
 pytest_plugins = ["tests.uuapp_fixtures"]

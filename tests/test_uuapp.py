@@ -352,14 +352,29 @@ def test_server_down_then_up(tmp_path: Path) -> None:
 
 
 # ---------------------------------------------------------------------- request shapes
-def test_get_sends_dto_in_the_query_string(fake: FakeUuApp, tmp_path: Path) -> None:
+def test_get_sends_dto_as_a_json_body_like_uun_iot(fake: FakeUuApp, tmp_path: Path) -> None:
     fake.gateway_config = {"moduleTimers": {"heartbeat": 5}}
     with client_for(fake, tmp_path) as client:
         response, exc = client.get("gateway/getConfiguration", {"a": "x", "n": [1, 2]})
         assert exc is None and response is not None
         assert response.json()["moduleTimers"] == {"heartbeat": 5}
+        client.get("gateway/getConfiguration")
+        with UuCmdSession(client, "gateway/getConfiguration") as session:
+            session.get({"s": 1})
+    first, empty, on_session = fake.for_cmd("gateway/getConfiguration")
+    assert first.method == "GET" and first.dto == {"a": "x", "n": [1, 2]}
+    assert first.headers["content-type"] == "application/json"
+    assert empty.dto == {} and on_session.dto == {"s": 1}
+
+
+def test_get_sends_dto_in_the_query_string_when_told(fake: FakeUuApp, tmp_path: Path) -> None:
+    fake.gateway_config = {"moduleTimers": {"heartbeat": 5}}
+    with client_for(fake, tmp_path) as client:
+        _response, exc = client.get("gateway/getConfiguration", {"a": "x", "n": [1, 2]}, query=True)
+        assert exc is None
     (record,) = fake.for_cmd("gateway/getConfiguration")
     assert record.method == "GET" and record.dto == {"a": "x", "n": "[1, 2]"}
+    assert "content-type" not in record.headers
 
 
 def test_post_rejects_other_dto_types(fake: FakeUuApp, tmp_path: Path) -> None:

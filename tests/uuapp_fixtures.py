@@ -9,7 +9,7 @@ from collections.abc import Iterator
 import pytest
 
 from tests.fake_uuapp import FakeUuApp
-from uun_gateway import uuapp
+from uun_gateway import oidc
 
 
 @pytest.fixture
@@ -40,5 +40,5 @@ class TokenClock:
 def token_clock(monkeypatch: pytest.MonkeyPatch) -> TokenClock:
     """Lets a test age the client's tokens without waiting."""
     clock = TokenClock()
-    monkeypatch.setattr(uuapp, "_monotonic", clock)
+    monkeypatch.setattr(oidc, "_monotonic", clock)
     return clock

@@ -8,6 +8,8 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, ClassVar
 
+from uun_gateway.modules.upload import Upload
+
 from tests.fake_uuapp import FakeUuApp
 from uun_gateway import Gateway, Module, UuAppClient, on
 
@@ -56,3 +58,40 @@ def loaded_gateway(config: Any, module_init: Callable[[dict[str, Any], UuAppClie
         gateway.modules[0].close_storage()
         if gateway.uuapp_client is not None:
             gateway.uuapp_client.close()
+
+
+UPLOAD = "gateway/upload"
+
+
+def upload_config(fake: FakeUuApp, tmp_path: Path, period: float = 0.02, **upload: Any) -> dict[str, Any]:
+    settings = {"sources": {"sensor": {"uuCmd": UPLOAD, "batchSize": 100}}, **upload}
+    return gateway_config(fake, tmp_path, moduleTimers={"sensor": 3600, "upload": period}, upload=settings)
+
+
+@contextmanager
+def running(config: dict[str, Any], start: bool = True) -> Iterator[tuple[Gateway, Sensor, Upload]]:
+    """A gateway with a Sensor and an Upload; stopped and its uuApp connections closed afterwards."""
+    gateway = Gateway(config, lambda c, u: [Sensor(c["gateway"], u), Upload(c["gateway"], u)])
+    sensor, upload = gateway.modules
+    try:
+        if start:
+            gateway.start()
+        yield gateway, sensor, upload
+    finally:
+        gateway.stop()
+        sensor.close_storage()
+        if gateway.uuapp_client is not None:
+            gateway.uuapp_client.close()
+
+
+def delivered(fake: FakeUuApp) -> list[int]:
+    """Ids the fake accepted, in arrival order (duplicates kept), answered or not."""
+    ids: list[int] = []
+    for record in fake.for_cmd(UPLOAD):
+        if not record.processed:
+            continue
+        if isinstance(record.dto, dict) and isinstance(record.dto.get("data"), list):
+            ids += [item["id"] for item in record.dto["data"] if item["id"] not in fake.reject_ids]
+        elif "id" in record.dto:
+            ids.append(int(record.dto["id"]))
+    return ids

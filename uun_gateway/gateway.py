@@ -8,7 +8,7 @@ import sys
 import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
-from contextlib import AbstractContextManager
+from contextlib import AbstractContextManager, suppress
 from pathlib import Path
 from types import FrameType, TracebackType
 from typing import TYPE_CHECKING, Any
@@ -263,9 +263,9 @@ class Gateway(AbstractContextManager["Gateway"]):
         first one is being handled is logged and ignored: stop handlers never run twice.
         """
         if not self._signals.receive(sig):
-            logger.warning("%s received while stopping; already stopping", signal_name(sig))
+            _log_in_signal_handler(logging.WARNING, "%s received while stopping; already stopping", signal_name(sig))
             return
-        logger.info("%s received", signal_name(sig))
+        _log_in_signal_handler(logging.INFO, "%s received", signal_name(sig))
         self.stop()
         if additional_cleanup is not None:
             additional_cleanup(self)
@@ -390,3 +390,10 @@ class Gateway(AbstractContextManager["Gateway"]):
         did); raises :class:`ConfigError` listing the file's problems, or :class:`ConfigApplyError`
         when applying failed and the previous config is back. Thread-safe."""
         return self._live.reload()
+
+
+def _log_in_signal_handler(level: int, message: str, *args: object) -> None:
+    """Log from a signal handler. The signal may have interrupted a write to the same stream, which
+    then raises (a reentrant call): the stop must still happen, so a failing log line is dropped."""
+    with suppress(Exception):
+        logger.log(level, message, *args)

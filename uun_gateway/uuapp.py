@@ -1,4 +1,5 @@
-"""Talking to a uuApp server: :class:`UuAppClient`, :class:`UuCmdSession` and the OIDC token cache.
+"""Talking to a uuApp server: :class:`UuAppClient` and :class:`UuCmdSession` (the token lives in
+:mod:`uun_gateway.oidc`).
 
 The API follows uun-iot's ``UuAppClient`` (``get``, ``post``, ``multipart``, ``custom_request``,
 ``*_ignore_http_err``, ``get_uucmd_url``, ``get_auth_headers``, ``refresh_token``,
@@ -6,46 +7,75 @@ The API follows uun-iot's ``UuAppClient`` (``get``, ``post``, ``multipart``, ``c
 
 - the constructor never touches the network (a gateway must boot offline); the first request
   obtains the token;
-- the token cache is written atomically with mode 0600 and holds only the token and its expiry;
-- the expiry is measured on the local monotonic clock from ``expires_in``, so a server clock
-  that is ahead or behind, and local wall-clock steps, do not matter;
+- every call has a total deadline (``uuApp.timeout``, default 20 s, for connect plus the whole
+  answer, both attempts of a 401 retry included; the token grant has its own), and a set stop
+  event (``stop=`` or the client's :attr:`UuAppClient.stop_event`) interrupts it at once;
+- answers are capped (``uuApp.maxAnswerBytes``, default 1 MiB, read in chunks and abandoned when
+  larger) and JSON answers nested more than 64 levels deep are failures, never parsed;
+- redirects are never followed: a 3xx is a failure (:class:`RedirectError`, naming its
+  ``Location``), so a batch is never re-sent to, or "accepted" by, another host;
+- a 2xx whose ``uuAppErrorMap`` holds an entry of ``"type": "error"`` is a failure
+  (:class:`UuAppErrorMapError`): uuApp reports failures that way;
+- ``get`` sends its dto as a JSON body, as uun-iot does (``query=True`` puts it in the query
+  string instead);
 - a 401 invalidates the token; a replayable request is retried once with a fresh token;
 - without an ``oidcGrantToken`` section, requests carry no ``Authorization`` header at all;
-- every request has a timeout, TLS verification is always on (``caBundle`` may name a CA file);
-- connections are kept alive (one ``requests.Session`` per thread, one per :class:`UuCmdSession`);
-- access codes, the client secret and tokens never appear in log records or exception messages.
+- TLS verification is always on (``caBundle`` may name a CA file);
+- connections are kept alive (one session per thread, one per :class:`UuCmdSession`);
+- access codes, the client secret and tokens never appear in log records or exception messages;
+  what the server chose (error codes and messages, a ``Location``) is logged escaped and bounded.
 """
 
 from __future__ import annotations
 
-import base64
-import contextlib
 import copy
+import gzip
 import ipaddress
 import json
 import logging
-import os
-import tempfile
 import threading
-import time
 from collections.abc import Callable, Mapping
-from email.utils import parsedate_to_datetime
+from dataclasses import dataclass
 from typing import Any, Self
 from urllib.parse import urlsplit
 
 import requests
 from requests_toolbelt.multipart.encoder import MultipartEncoder  # type: ignore[import-untyped,unused-ignore]
 
-from uun_gateway.errors import ConfigError, UunGatewayError
-from uun_gateway.version import __version__
+from .errors import ConfigError
+from .httpcall import DEFAULT_MAX_ANSWER_BYTES, BadAnswer, bounded_session, exchange, parse_json
+from .oidc import (
+    USER_AGENT,
+    Token,
+    TokenCommandError,
+    TokenError,
+    TokenGrant,
+    UuAppClientError,
+    close_session,
+    error_codes,
+)
+from .outage import Deadline, describe_failure, safe_text
+
+__all__ = [
+    "UUAPP_SCHEMA",
+    "EncodedJson",
+    "RedirectError",
+    "TokenCommandError",
+    "TokenError",
+    "UuAppClient",
+    "UuAppClientError",
+    "UuAppErrorMapError",
+    "UuCmdSession",
+    "answer_json",
+    "base_url",
+    "encode_multipart",
+    "is_loopback",
+]
 
 logger = logging.getLogger(__name__)
 
-USER_AGENT = f"uun-gateway/{__version__}"
 DEFAULT_TIMEOUT = 20.0
 DEFAULT_TOKEN_LEEWAY = 60.0
-
-_monotonic = time.monotonic  # the token clock; tests replace it to age tokens without waiting
 
 RequestResult = tuple[requests.Response | None, "TokenError | requests.RequestException | None"]
 
@@ -73,6 +103,12 @@ UUAPP_SCHEMA: dict[str, Any] = {
                 "uuCmdList": {"type": "object", "additionalProperties": {"type": "string", "minLength": 1}},
                 "timeout": _TIMEOUT,
                 "caBundle": {"type": "string", "minLength": 1},
+                "maxAnswerBytes": {
+                    "type": "integer",
+                    "minimum": 1024,
+                    "maximum": 64 * 1024 * 1024,
+                    "description": "largest answer read, in bytes (default 1 MiB); a larger one is a failure",
+                },
             },
             "additionalProperties": False,
         },
@@ -107,26 +143,39 @@ UUAPP_SCHEMA: dict[str, Any] = {
 ``oidcGrantToken``; compose it with ``allOf`` (or merge its ``properties``/``dependentRequired``)."""
 
 
-class UuAppClientError(UunGatewayError):
-    """Base of the errors raised by the uuApp client."""
+class RedirectError(requests.RequestException):
+    """The server answered a uuCmd with a redirect (3xx), which is never followed: nothing it
+    carried counts as delivered. ``location`` is the (escaped, bounded) ``Location`` header."""
+
+    def __init__(self, response: requests.Response) -> None:
+        self.location = safe_text(response.headers.get("Location") or "nowhere")
+        super().__init__(f"HTTP {response.status_code} redirect to {self.location} (not followed)", response=response)
 
 
-class TokenError(UuAppClientError):
-    """A valid bearer token could not be obtained (network failure, bad response, cache trouble)."""
+class UuAppErrorMapError(requests.RequestException):
+    """A 2xx answer whose ``uuAppErrorMap`` reports an error (an entry with ``"type": "error"``):
+    the call failed. ``codes`` are the error codes as the server sent them (log them only through
+    :func:`~uun_gateway.safe_text`); the message is escaped and bounded."""
+
+    def __init__(self, response: requests.Response, errors: Mapping[str, Any]) -> None:
+        self.codes = list(errors)
+        super().__init__(
+            f"HTTP {response.status_code} with uuAppErrorMap errors: {error_codes(errors)}", response=response
+        )
 
 
-class TokenCommandError(TokenError):
-    """The OIDC server answered the grant with an error.
+@dataclass(frozen=True)
+class EncodedJson:
+    """A JSON document encoded once, POSTed as is on every attempt (``body``, or ``gzipped`` with
+    ``Content-Encoding: gzip`` when given). Build it with :meth:`of`."""
 
-    ``status`` is the HTTP status, ``error_map`` the server's ``uuAppErrorMap`` (may be empty).
-    The message names only the status and the error codes, never the request's secrets.
-    """
+    body: bytes
+    gzipped: bytes | None = None
 
-    def __init__(self, error_map: Mapping[str, Any], status: int) -> None:
-        self.error_map = dict(error_map)
-        self.status = status
-        codes = ", ".join(sorted(self.error_map)) or "no uuAppErrorMap"
-        super().__init__(f"token grant refused: HTTP {status} ({codes})")
+    @classmethod
+    def of(cls, dto: Any, *, compress: bool = False) -> EncodedJson:
+        body = json.dumps(dto, separators=(",", ":")).encode()
+        return cls(body, gzip.compress(body, compresslevel=5, mtime=0) if compress else None)
 
 
 def base_url(gateway: str) -> str:
@@ -157,31 +206,6 @@ def is_loopback(url: str) -> bool:
         return False
 
 
-def _jwt_exp(token: str) -> float | None:
-    """The ``exp`` claim of a JWT (server epoch seconds), or None when it is not a readable JWT."""
-    try:
-        payload = token.split(".")[1]
-        claims = json.loads(base64.urlsafe_b64decode(payload + "=" * (-len(payload) % 4)))
-        exp = claims.get("exp")
-        return float(exp) if isinstance(exp, int | float) else None
-    except (IndexError, ValueError, AttributeError):
-        return None
-
-
-class _Token:
-    """A bearer token with its expiry on the monotonic clock (immune to wall-clock steps)."""
-
-    __slots__ = ("deadline", "lifetime", "value")
-
-    def __init__(self, value: str, lifetime: float) -> None:
-        self.value = value
-        self.lifetime = lifetime
-        self.deadline = _monotonic() + lifetime
-
-    def remaining(self) -> float:
-        return self.deadline - _monotonic()
-
-
 class UuAppClient:
     """Client for one uuApp (``uuApp`` section) authenticated by OIDC (``oidcGrantToken``).
 
@@ -190,11 +214,13 @@ class UuAppClient:
     :class:`~uun_gateway.errors.ConfigError` when a present section lacks a required key.
 
     ``fn_token_request`` replaces the function that POSTs the grant (called like
-    ``requests.post(url, json=..., headers=..., timeout=..., verify=...)``). ``refresh_token_on_init``
-    exists for uun-iot compatibility and defaults to False: when True the constructor obtains the
-    token and may block up to the timeout and raise :class:`TokenError`. A token is renewed when
-    less than ``token_leeway`` seconds of its lifetime remain. ``timeout`` (seconds) overrides
-    ``uuApp.timeout``/``oidcGrantToken.timeout`` (default 20 s) for every request.
+    ``requests.post(url, json=..., headers=..., timeout=..., verify=..., allow_redirects=False)``).
+    ``refresh_token_on_init`` exists for uun-iot compatibility and defaults to False: when True the
+    constructor obtains the token and may block up to the timeout and raise :class:`TokenError`.
+    A token is renewed when less than ``token_leeway`` seconds of its lifetime remain. ``timeout``
+    (seconds) overrides ``uuApp.timeout``/``oidcGrantToken.timeout`` (default 20 s): the total
+    time of one call. ``stop_event``, when set, interrupts every call in flight and fails new
+    ones (a call's own ``stop=`` argument takes precedence).
 
     Thread-safe: requests may be made from any thread; each thread gets its own keep-alive
     session and at most one thread grants a token at a time. Call :meth:`close` to drop the
@@ -208,6 +234,7 @@ class UuAppClient:
         refresh_token_on_init: bool = False,
         token_leeway: float = DEFAULT_TOKEN_LEEWAY,
         timeout: float | None = None,
+        stop_event: threading.Event | None = None,
     ) -> None:
         self._config = copy.deepcopy(dict(config))
         app = self._config.get("uuApp") or {}
@@ -220,12 +247,12 @@ class UuAppClient:
                 errors.append("uuThing: required when oidcGrantToken is configured")
             else:
                 errors += _section_errors("uuThing", thing, ("accessCode1", "accessCode2"))
-        self._app_base = self._oidc_base = ""
-        for section, attr in (("uuApp", "_app_base"), ("oidcGrantToken", "_oidc_base")):
+        bases = {"uuApp": "", "oidcGrantToken": ""}
+        for section in bases:
             value = self._config.get(section)
             if not errors and isinstance(value, Mapping):
                 try:
-                    setattr(self, attr, base_url(value["gateway"]))
+                    bases[section] = base_url(value["gateway"])
                 except ValueError as exc:
                     errors.append(f"{section}.gateway: {exc}")
         if errors:
@@ -235,32 +262,40 @@ class UuAppClient:
         self.uucmd_list: dict[str, str] = dict(app.get("uuCmdList") or {})
         self.token_leeway = float(token_leeway)
         self.timeout = float(timeout if timeout is not None else app.get("timeout", DEFAULT_TIMEOUT))
+        self.max_answer_bytes = int(app.get("maxAnswerBytes", DEFAULT_MAX_ANSWER_BYTES))
+        self.stop_event = stop_event
         self._verify: str | bool = app.get("caBundle") or True
+        self._app_base = bases["uuApp"]
         self._app_url = f"{self._app_base}/{app['uuAppName']}/{app['awid']}"
-        self._oidc: dict[str, Any] | None = oidc
-        self._thing: dict[str, Any] | None = thing
+        self._tokens: TokenGrant | None = None
+        self.token_path: str | None = None
         if oidc is not None:
-            self._oidc_url = f"{self._oidc_base}/{oidc['uuAppName']}/{oidc['awid']}/{oidc['uuCmd'].lstrip('/')}"
-            self._oidc_timeout = float(timeout if timeout is not None else oidc.get("timeout", self.timeout))
-            self._oidc_verify: str | bool = oidc.get("caBundle") or self._verify
-            self.token_path: str | None = oidc["tokenPath"]
-        else:
-            self._oidc_url = ""
-            self._oidc_timeout = self.timeout
-            self._oidc_verify = self._verify
-            self.token_path = None
-        self._fn_token_request = fn_token_request
-        self._token: _Token | None = None
-        self._cache_checked = False
-        self._grant_failure: tuple[float, TokenError] | None = None
-        self._token_lock = threading.Lock()
+            assert thing is not None  # checked above
+            credentials: dict[str, Any] = {
+                "grant_type": "password",
+                "accessCode1": thing["accessCode1"],
+                "accessCode2": thing["accessCode2"],
+                "scope": f"openid {self._app_base}/{app['uuAppName']}/{app['awid']}",
+            }
+            if oidc.get("clientId"):
+                credentials["client_id"] = oidc["clientId"]
+            if oidc.get("clientSecret"):
+                credentials["client_secret"] = oidc["clientSecret"]
+            self.token_path = oidc["tokenPath"]
+            self._tokens = TokenGrant(
+                url=f"{bases['oidcGrantToken']}/{oidc['uuAppName']}/{oidc['awid']}/{oidc['uuCmd'].lstrip('/')}",
+                credentials=credentials,
+                timeout=float(timeout if timeout is not None else oidc.get("timeout", self.timeout)),
+                verify=oidc.get("caBundle") or self._verify,
+                token_path=self.token_path,
+                leeway=self.token_leeway,
+                post=fn_token_request,
+            )
         self._local = threading.local()
         self._sessions: list[requests.Session] = []
         self._sessions_lock = threading.Lock()
-        self.grants = 0
-        """How many tokens this client obtained from the OIDC server (for tests and status)."""
 
-        for url in (self._app_base, self._oidc_base):
+        for url in bases.values():
             if url.startswith("http://") and not is_loopback(url):
                 logger.warning("plain http to %s: traffic and tokens are not encrypted", url)
         if refresh_token_on_init:
@@ -269,25 +304,36 @@ class UuAppClient:
     @property
     def auth_enabled(self) -> bool:
         """True when an ``oidcGrantToken`` section is configured (requests carry a bearer token)."""
-        return self._oidc is not None
+        return self._tokens is not None
+
+    @property
+    def grants(self) -> int:
+        """How many tokens this client obtained from the OIDC server (for tests and status)."""
+        return self._tokens.grants if self._tokens is not None else 0
+
+    @property
+    def _token(self) -> Token | None:
+        return self._tokens.token if self._tokens is not None else None
 
     # ------------------------------------------------------------------ URLs and headers
     def get_uucmd_url(self, uucmd: str) -> str:
         """The full URL of ``uucmd`` (e.g. ``gateway/heartbeat``) on the configured uuApp."""
         return f"{self._app_url}/{uucmd.lstrip('/')}"
 
-    def get_auth_headers(self, content_type: str | None = "application/json") -> dict[str, str]:
+    def get_auth_headers(
+        self, content_type: str | None = "application/json", *, stop: threading.Event | None = None
+    ) -> dict[str, str]:
         """Headers for a request: Content-Type (unless None), User-Agent and, with auth, the bearer token.
 
-        Obtains or renews the token when needed; may block up to the OIDC timeout.
-        Raises :class:`TokenError` when no valid token can be had.
+        Obtains or renews the token when needed; may block up to the OIDC timeout (less when
+        ``stop`` is set). Raises :class:`TokenError` when no valid token can be had.
         """
         headers = {"User-Agent": USER_AGENT}
         if content_type:
             headers["Content-Type"] = content_type
-        if self._oidc is not None:
-            self.refresh_token()
-            token = self._token
+        if self._tokens is not None:
+            self._tokens.refresh(stop or self.stop_event)
+            token = self._tokens.token
             if token is None:
                 raise TokenError("no token available")
             headers["Authorization"] = f"Bearer {token.value}"
@@ -299,10 +345,7 @@ class UuAppClient:
 
         Without auth configured this is always False. Does not touch the network.
         """
-        if self._oidc is None:
-            return False
-        token = self._token
-        return token is None or token.remaining() < self.token_leeway
+        return self._tokens is not None and self._tokens.is_expired()
 
     def refresh_token(self) -> bool:
         """Make sure a valid token is held: load the cache file, or grant a new one when it expired.
@@ -310,30 +353,9 @@ class UuAppClient:
         Returns False when nothing had to be granted (auth disabled, or the held/cached token is
         still valid), True when a new token was obtained and cached. Blocks up to the OIDC timeout.
         Raises :class:`TokenError` on network or response trouble and :class:`TokenCommandError`
-        when the server refuses the grant. Callers that waited while another thread's grant failed
-        get that failure at once instead of waiting for a timeout of their own.
+        when the server refuses the grant; see :meth:`uun_gateway.oidc.TokenGrant.refresh`.
         """
-        if self._oidc is None:
-            return False
-        arrived = _monotonic()
-        with self._token_lock:
-            if not self._cache_checked:
-                self._cache_checked = True
-                self._token = self._load_cache()
-            if not self.is_token_expired():
-                return False
-            failure = self._grant_failure
-            if failure is not None and failure[0] >= arrived:
-                raise failure[1]
-            try:
-                self._token = self._grant()
-            except TokenError as exc:
-                self._grant_failure = (_monotonic(), exc)
-                raise
-            self._grant_failure = None
-            self.grants += 1
-            self._store_cache(self._token)
-            return True
+        return self._tokens.refresh(self.stop_event) if self._tokens is not None else False
 
     def invalidate_token(self, token: str | None = None) -> None:
         """Forget the held token (e.g. after the server answered 401); the next request grants anew.
@@ -341,139 +363,13 @@ class UuAppClient:
         With ``token`` (the value the refused request carried), only when the held token is still
         that one: a late 401 for an old token must not throw away one another thread renewed since.
         """
-        with self._token_lock:
-            if token is None or (self._token is not None and self._token.value == token):
-                self._token = None
-            self._cache_checked = True
-
-    def _grant(self) -> _Token:
-        oidc = self._oidc
-        thing = self._thing
-        assert oidc is not None and thing is not None
-        dto: dict[str, Any] = {
-            "grant_type": "password",
-            "accessCode1": thing["accessCode1"],
-            "accessCode2": thing["accessCode2"],
-            "scope": f"openid {self._app_base}/{self.uuapp['uuAppName']}/{self.uuapp['awid']}",
-        }
-        if oidc.get("clientId"):
-            dto["client_id"] = oidc["clientId"]
-        if oidc.get("clientSecret"):
-            dto["client_secret"] = oidc["clientSecret"]
-        sent_at = _monotonic()
-        status, body, date = self._post_grant(dto)
-        if not 200 <= status < 300:
-            error_map = body.get("uuAppErrorMap", {}) if isinstance(body, dict) else {}
-            raise TokenCommandError(error_map if isinstance(error_map, dict) else {}, status)
-        if not isinstance(body, dict) or not isinstance(body.get("id_token"), str) or not body["id_token"]:
-            raise TokenError(f"token grant at {self._oidc_url}: response has no id_token")
-        value = body["id_token"]
-        lifetime = self._lifetime(body, value, date)
-        if lifetime <= 0:
-            raise TokenError(f"token grant at {self._oidc_url}: token already expired")
-        # The expiry counts from when the request was sent: a slow answer only shortens it.
-        token = _Token(value, lifetime)
-        token.deadline = sent_at + lifetime
-        return token
-
-    def _post_grant(self, dto: Mapping[str, Any]) -> tuple[int, Any, str | None]:
-        """POST the grant; returns (status, JSON body or None, Date header). Raises TokenError offline.
-
-        Only plain data leaves this frame, so an exception raised later cannot keep the
-        response, and with it a pooled socket, alive.
-        """
-        headers = {"User-Agent": USER_AGENT, "Content-Type": "application/json"}
-        send = self._fn_token_request or self._session().post
-        try:
-            response = send(
-                self._oidc_url,
-                json=dto,
-                headers=headers,
-                timeout=self._oidc_timeout,
-                verify=self._oidc_verify,
-            )
-        except requests.RequestException as exc:
-            raise TokenError(f"token grant at {self._oidc_url} failed: {type(exc).__name__}") from None
-        try:
-            body = response.json()
-        except ValueError:
-            body = None
-        finally:
-            response.close()
-        return response.status_code, body, response.headers.get("Date")
-
-    @staticmethod
-    def _lifetime(body: Mapping[str, Any], value: str, date: str | None) -> float:
-        """Token lifetime in seconds, relative to now; never from the server's absolute clock alone."""
-        expires_in = body.get("expires_in")
-        if isinstance(expires_in, int | float) and not isinstance(expires_in, bool):
-            return float(expires_in)
-        exp = _jwt_exp(value)
-        if exp is None:
-            raise TokenError("token grant: response has neither expires_in nor a JWT exp claim")
-        server_now: float | None = None
-        if date:
-            with contextlib.suppress(TypeError, ValueError):
-                server_now = parsedate_to_datetime(date).timestamp()
-        # exp is on the server's clock; measure it against the server's own Date when we have it.
-        return exp - (server_now if server_now is not None else time.time())
-
-    def _load_cache(self) -> _Token | None:
-        path = self.token_path
-        if not path:
-            return None
-        try:
-            with open(path, encoding="utf-8") as f:
-                data = json.load(f)
-            value = data["id_token"]
-            expires_at = float(data["expires_at"])
-            lifetime = float(data.get("expires_in", expires_at - time.time()))
-        except FileNotFoundError:
-            return None
-        except (OSError, ValueError, KeyError, TypeError) as exc:
-            logger.warning("token cache %s unreadable (%s); a new token will be granted", path, type(exc).__name__)
-            return None
-        if not isinstance(value, str) or not value:
-            return None
-        # A wall clock stepped back since the file was written would stretch the token; cap it.
-        remaining = min(expires_at - time.time(), lifetime)
-        return _Token(value, remaining) if remaining > 0 else None
-
-    def _store_cache(self, token: _Token) -> None:
-        """Write the token cache atomically with mode 0600; a failure is logged, never fatal."""
-        path = self.token_path
-        if not path:
-            return
-        remaining = token.remaining()
-        data = {"id_token": token.value, "expires_at": time.time() + remaining, "expires_in": remaining}
-        directory = os.path.dirname(os.path.abspath(path))
-        tmp = ""
-        try:
-            os.makedirs(directory, exist_ok=True)
-            fd, tmp = tempfile.mkstemp(prefix=".oidc-token.", dir=directory)  # mkstemp creates 0600
-            with os.fdopen(fd, "w", encoding="utf-8") as f:
-                os.fchmod(f.fileno(), 0o600)
-                json.dump(data, f)
-                f.flush()
-                os.fsync(f.fileno())
-            os.replace(tmp, path)
-            tmp = ""
-            dir_fd = os.open(directory, os.O_RDONLY)
-            try:
-                os.fsync(dir_fd)
-            finally:
-                os.close(dir_fd)
-        except OSError as exc:
-            logger.warning("cannot write token cache %s: %s", path, exc.strerror or type(exc).__name__)
-        finally:
-            if tmp:
-                with contextlib.suppress(OSError):
-                    os.unlink(tmp)
+        if self._tokens is not None:
+            self._tokens.invalidate(token)
 
     # ------------------------------------------------------------------ sessions
     def new_session(self) -> requests.Session:
-        """A keep-alive session that :meth:`close` will close."""
-        session = requests.Session()
+        """A keep-alive session (bounded, see :mod:`uun_gateway.httpcall`) that :meth:`close` closes."""
+        session = bounded_session()
         with self._sessions_lock:
             self._sessions.append(session)
         return session
@@ -489,7 +385,9 @@ class UuAppClient:
         with self._sessions_lock:
             sessions, self._sessions = self._sessions, []
         for session in sessions:
-            _close_session(session)
+            close_session(session)
+        if self._tokens is not None:
+            self._tokens.close()
         self._local = threading.local()
 
     def __enter__(self) -> Self:
@@ -506,27 +404,31 @@ class UuAppClient:
         label: str | None = None,
         log_level: int = logging.WARNING,
     ) -> RequestResult:
-        """Call ``custom_send_f(dto_in or {})``, raise for HTTP errors, and return ``(response, exc)``.
+        """Call ``custom_send_f(dto_in or {})``, judge the answer, and return ``(response, exc)``.
 
-        ``exc`` is None on success. On an HTTP error status the response is returned with the
-        ``requests.HTTPError``; on a network error or :class:`TokenError` the response is None.
-        Each failure is logged once at ``log_level`` with ``label``. Other exceptions propagate.
+        ``exc`` is None on success: a 2xx whose body is not JSON, or is JSON without an error in its
+        ``uuAppErrorMap``. Otherwise the response comes with the exception: ``requests.HTTPError``
+        (4xx/5xx), :class:`RedirectError` (3xx), :class:`UuAppErrorMapError` (a 2xx reporting an
+        error) or :class:`~uun_gateway.httpcall.BadAnswer` (too large, nested too deeply); on a
+        network error, a timeout, a stop or :class:`TokenError` the response is None. Each failure
+        is logged once at ``log_level`` with ``label``. Other exceptions propagate.
         """
-        label = label or getattr(custom_send_f, "__name__", "request")
+        label = safe_text(label or getattr(custom_send_f, "__name__", "request"))
         try:
             response = custom_send_f(dto_in if dto_in is not None else {})
         except TokenError as exc:
             logger.log(log_level, "%s: no token: %s", label, exc)
             return None, exc
         except requests.RequestException as exc:
-            logger.log(log_level, "%s: %s", label, _describe(exc))
+            if isinstance(exc, BadAnswer):
+                logger.log(log_level, "%s: %s", label, exc)
+            else:
+                logger.log(log_level, "%s: %s", label, _describe(exc))
             return None, exc
-        try:
-            response.raise_for_status()
-        except requests.HTTPError as exc:
-            logger.log(log_level, "%s: HTTP %s", label, response.status_code)
-            return response, exc
-        return response, None
+        problem = _judge(response)
+        if problem is not None:
+            logger.log(log_level, "%s: %s", label, problem)
+        return response, problem
 
     def _send(
         self,
@@ -534,23 +436,42 @@ class UuAppClient:
         uucmd: str,
         dto_in: Any,
         session: requests.Session | None = None,
+        *,
+        query: bool = False,
+        stop: threading.Event | None = None,
     ) -> requests.Response:
-        """Send one request (retrying once with a fresh token after a 401 when the body is replayable)."""
+        """Send one call (retrying once with a fresh token after a 401 when the body is replayable),
+        both attempts within one deadline of ``timeout`` seconds."""
         url = self.get_uucmd_url(uucmd)
+        stop = stop or self.stop_event
+        deadline = Deadline(self.timeout)
         for attempt in (1, 2):
             if isinstance(dto_in, MultipartEncoder):
-                headers = self.get_auth_headers(dto_in.content_type)
+                headers = self.get_auth_headers(dto_in.content_type, stop=stop)
                 kwargs: dict[str, Any] = {"data": dto_in}
-            elif method == "GET":
-                headers = self.get_auth_headers(None)
+            elif isinstance(dto_in, EncodedJson):
+                headers = self.get_auth_headers(stop=stop)
+                if dto_in.gzipped is not None:
+                    headers["Content-Encoding"] = "gzip"
+                kwargs = {"data": dto_in.gzipped if dto_in.gzipped is not None else dto_in.body}
+            elif method == "GET" and query:
+                headers = self.get_auth_headers(None, stop=stop)
                 kwargs = {"params": _query(dto_in)}
             else:
-                headers = self.get_auth_headers()
+                headers = self.get_auth_headers(stop=stop)
                 kwargs = {"data": json.dumps(dto_in, separators=(",", ":")).encode()}
-            response = (session or self._session()).request(
-                method, url, headers=headers, timeout=self.timeout, verify=self._verify, **kwargs
+            response = exchange(
+                session or self._session(),
+                method,
+                url,
+                deadline=deadline,
+                stop=stop,
+                max_bytes=self.max_answer_bytes,
+                headers=headers,
+                verify=self._verify,
+                **kwargs,
             )
-            if response.status_code != 401 or self._oidc is None:
+            if response.status_code != 401 or self._tokens is None:
                 return response
             self.invalidate_token(headers.get("Authorization", "").removeprefix("Bearer ") or None)
             if attempt == 2 or isinstance(dto_in, MultipartEncoder):
@@ -559,26 +480,44 @@ class UuAppClient:
         raise AssertionError("unreachable")
 
     def get(
-        self, uucmd: str, dto_in: Mapping[str, Any] | None = None, log_level: int = logging.WARNING
+        self,
+        uucmd: str,
+        dto_in: Mapping[str, Any] | None = None,
+        log_level: int = logging.WARNING,
+        *,
+        query: bool = False,
+        stop: threading.Event | None = None,
     ) -> RequestResult:
-        """Authenticated GET of ``uucmd``; ``dto_in`` goes in the query string (non-scalars as JSON).
+        """Authenticated GET of ``uucmd`` with ``dto_in`` as a JSON body, as uun-iot sends it (``{}``
+        when None); with ``query=True`` in the query string instead (non-scalars as JSON text).
 
         Returns ``(response, exc)`` as :meth:`custom_request`; never raises for network, HTTP or
-        token errors.
+        token errors. Blocks at most the timeout (plus a token grant), less when ``stop`` is set.
         """
-        return self.custom_request(lambda dto: self._send("GET", uucmd, dto), dto_in, uucmd, log_level)
+        return self.custom_request(
+            lambda dto: self._send("GET", uucmd, dto, query=query, stop=stop), dto_in, uucmd, log_level
+        )
 
-    def post(self, uucmd: str, dto_in: Any = None, log_level: int = logging.WARNING) -> RequestResult:
-        """Authenticated POST of ``dto_in`` (a dict or list sent as JSON, or a ``MultipartEncoder``).
+    def post(
+        self, uucmd: str, dto_in: Any = None, log_level: int = logging.WARNING, *, stop: threading.Event | None = None
+    ) -> RequestResult:
+        """Authenticated POST of ``dto_in`` (a dict or list sent as JSON, an :class:`EncodedJson`, or a
+        ``MultipartEncoder``).
 
         Returns ``(response, exc)`` as :meth:`custom_request`. Raises :class:`ValueError` for any
-        other ``dto_in`` type.
+        other ``dto_in`` type. Blocks at most the timeout (plus a token grant), less when ``stop``
+        is set.
         """
         _check_dto(dto_in)
-        return self.custom_request(lambda dto: self._send("POST", uucmd, dto), dto_in, uucmd, log_level)
+        return self.custom_request(lambda dto: self._send("POST", uucmd, dto, stop=stop), dto_in, uucmd, log_level)
 
     def multipart(
-        self, uucmd: str, dto_in: Mapping[str, Any] | None = None, log_level: int = logging.WARNING
+        self,
+        uucmd: str,
+        dto_in: Mapping[str, Any] | None = None,
+        log_level: int = logging.WARNING,
+        *,
+        stop: threading.Event | None = None,
     ) -> RequestResult:
         """Authenticated multipart/form-data POST of ``dto_in`` (values as ``MultipartEncoder`` takes them).
 
@@ -586,10 +525,10 @@ class UuAppClient:
         """
 
         def send(dto: Mapping[str, Any]) -> requests.Response:
-            response = self._send("POST", uucmd, encode_multipart(dto))
-            if response.status_code == 401 and self._oidc is not None:
+            response = self._send("POST", uucmd, encode_multipart(dto), stop=stop)
+            if response.status_code == 401 and self._tokens is not None:
                 response.close()
-                response = self._send("POST", uucmd, encode_multipart(dto))
+                response = self._send("POST", uucmd, encode_multipart(dto), stop=stop)
             return response
 
         return self.custom_request(send, dto_in, uucmd, log_level)
@@ -628,33 +567,99 @@ class UuCmdSession:
         """
         self._session.headers.update(self.uuclient.get_auth_headers())
 
-    def get(self, data: Mapping[str, Any] | None = None, log_level: int | None = None) -> RequestResult:
+    def get(
+        self,
+        data: Mapping[str, Any] | None = None,
+        log_level: int | None = None,
+        *,
+        query: bool = False,
+        stop: threading.Event | None = None,
+    ) -> RequestResult:
         """Authenticated GET on this session; see :meth:`UuAppClient.get`."""
         level = self.log_level if log_level is None else log_level
-        return self.uuclient.custom_request(self._sender("GET"), data, self.uucmd, level)
+        return self.uuclient.custom_request(self._sender("GET", query, stop), data, self.uucmd, level)
 
-    def post(self, data: Any = None, log_level: int | None = None) -> RequestResult:
+    def post(
+        self, data: Any = None, log_level: int | None = None, *, stop: threading.Event | None = None
+    ) -> RequestResult:
         """Authenticated POST on this session; see :meth:`UuAppClient.post`."""
         _check_dto(data)
         level = self.log_level if log_level is None else log_level
-        return self.uuclient.custom_request(self._sender("POST"), data, self.uucmd, level)
+        return self.uuclient.custom_request(self._sender("POST", False, stop), data, self.uucmd, level)
 
-    def _sender(self, method: str) -> Callable[[Any], requests.Response]:
+    def _sender(self, method: str, query: bool, stop: threading.Event | None) -> Callable[[Any], requests.Response]:
         def send(dto: Any) -> requests.Response:
             with self._lock:
-                return self.uuclient._send(method, self.uucmd, dto, session=self._session)
+                return self.uuclient._send(method, self.uucmd, dto, session=self._session, query=query, stop=stop)
 
         return send
 
     def close(self) -> None:
         """Close the connection."""
-        _close_session(self._session)
+        close_session(self._session)
 
     def __enter__(self) -> Self:
         return self
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+_BODY = "_uun_gateway_json"  # where answer_json keeps a parsed body on its response
+_NOT_JSON = object()
+
+
+def answer_json(response: requests.Response) -> Any:
+    """The JSON body of an answer, parsed once (kept on the response) with the depth bound.
+
+    Raises :class:`~uun_gateway.httpcall.AnswerTooDeep` beyond 64 levels and :class:`ValueError`
+    when the body is not JSON.
+    """
+    cached = getattr(response, _BODY, None)
+    if cached is None:
+        try:
+            cached = parse_json(response.content)
+        except BadAnswer:
+            raise
+        except ValueError:
+            cached = _NOT_JSON
+        setattr(response, _BODY, cached)
+    if cached is _NOT_JSON:
+        raise ValueError("the answer is not JSON")
+    return cached
+
+
+def _judge(response: requests.Response) -> requests.RequestException | None:
+    """Why an answer is a failure (None when it is a success)."""
+    status = response.status_code
+    if 300 <= status < 400:
+        return RedirectError(response)
+    try:
+        body = answer_json(response)
+    except BadAnswer as exc:
+        return exc
+    except ValueError:
+        body = None
+    errors = _error_entries(body)
+    try:
+        response.raise_for_status()
+    except requests.HTTPError as exc:
+        # the reason phrase and the error map are the server's text: escaped and bounded
+        error_map = body.get("uuAppErrorMap") if isinstance(body, dict) else None
+        codes = error_codes(error_map) if isinstance(error_map, dict) else ""
+        exc.args = (f"HTTP {status}" + (f" ({codes})" if codes else ""),)
+        return exc
+    if errors:
+        return UuAppErrorMapError(response, errors)
+    return None
+
+
+def _error_entries(body: Any) -> dict[str, Any]:
+    """The entries of a body's ``uuAppErrorMap`` whose type is ``error``."""
+    error_map = body.get("uuAppErrorMap") if isinstance(body, dict) else None
+    if not isinstance(error_map, dict):
+        return {}
+    return {k: v for k, v in error_map.items() if isinstance(v, dict) and v.get("type") == "error"}
 
 
 def _response_or_raise(result: RequestResult) -> requests.Response:
@@ -664,18 +669,6 @@ def _response_or_raise(result: RequestResult) -> requests.Response:
         assert exc is not None
         raise exc
     return response
-
-
-def _close_session(session: requests.Session) -> None:
-    """Close a session's pooled sockets now; urllib3 2.x otherwise leaves that to garbage collection."""
-    for adapter in session.adapters.values():
-        pools = getattr(getattr(adapter, "poolmanager", None), "pools", None)
-        if pools is not None:
-            for key in list(pools.keys()):
-                pool = pools.get(key)
-                if pool is not None:
-                    pool.close()
-    session.close()
 
 
 def encode_multipart(dto: Mapping[str, Any]) -> MultipartEncoder:
@@ -703,8 +696,10 @@ def _section_errors(name: str, section: Any, keys: tuple[str, ...]) -> list[str]
 
 
 def _check_dto(dto_in: Any) -> None:
-    if dto_in is not None and not isinstance(dto_in, dict | list | MultipartEncoder):
-        raise ValueError(f"dto_in must be a dict, a list or a MultipartEncoder, not {type(dto_in).__name__}")
+    if dto_in is not None and not isinstance(dto_in, dict | list | MultipartEncoder | EncodedJson):
+        raise ValueError(
+            f"dto_in must be a dict, a list, an EncodedJson or a MultipartEncoder, not {type(dto_in).__name__}"
+        )
 
 
 def _query(dto_in: Any) -> dict[str, str] | None:
@@ -716,9 +711,5 @@ def _query(dto_in: Any) -> dict[str, str] | None:
 def _describe(exc: requests.RequestException) -> str:
     """A one-line description of a network error that names the kind and the URL, nothing else."""
     url = exc.request.url if exc.request is not None else None
-    kind = type(exc).__name__
-    if isinstance(exc, requests.Timeout):
-        kind = "timed out"
-    elif isinstance(exc, requests.ConnectionError):
-        kind = "connection failed"
-    return f"{kind} ({url})" if url else kind
+    kind = describe_failure(exc)
+    return f"{kind} ({safe_text(url)})" if url else kind
