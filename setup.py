@@ -52,6 +52,7 @@ setup(
             "socket = uun_gateway.modules.commandsocket:CommandSocket",
             "onewire = uun_gateway.modules.onewire.module:OneWire",
             "unisenza = uun_gateway.modules.unisenza.module:Unisenza",
+            "mqtt = uun_gateway.modules.mqtt.module:Mqtt",
         ],
         "uun_gateway.commands": [
             "alarms = uun_gateway.alarms:register",

@@ -174,7 +174,7 @@ class Heartbeat(Module):
                 self.logger.warning("no uuApp configured; heartbeats are not sent")
             return
         dto = self.dto()
-        stop = self.gateway.stopev if self.gateway is not None else None
+        stop = self.stop_event
         response, exc = self.uuclient.post(self.uucmd, dto, log_level=logging.DEBUG, stop=stop)
         if exc is None:
             self.online = True

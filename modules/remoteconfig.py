@@ -106,7 +106,7 @@ class RemoteConfig(Module):
 
     def _fetch(self, uucmd: str) -> dict[str, Any] | None:
         assert self.uuclient is not None
-        stop = self.gateway.stopev if self.gateway is not None else None
+        stop = self.stop_event
         response, exc = self.uuclient.get(uucmd, log_level=logging.DEBUG, stop=stop)
         problem: str | None = None
         body: Any = None

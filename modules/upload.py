@@ -391,7 +391,7 @@ class Upload(Module):
     ) -> tuple[requests.Response | None, BaseException | None]:
         if batch.body is None:
             return self._post_binary(source, storage, uucmd, batch.entries[0])
-        return self._session(uucmd, slot).post(batch.body, log_level=logging.DEBUG, stop=self._stop_event())
+        return self._session(uucmd, slot).post(batch.body, log_level=logging.DEBUG, stop=self.stop_event)
 
     def _apply_in_order(
         self,
@@ -470,9 +470,6 @@ class Upload(Module):
         if pool is not None:
             pool.shutdown(wait=True)
 
-    def _stop_event(self) -> threading.Event | None:
-        return self.gateway.stopev if self.gateway is not None else None
-
     @on("stop")
     def close_connections(self) -> None:
         """Close the pipeline's connections (the client reconnects if the module runs again)."""
@@ -492,7 +489,7 @@ class Upload(Module):
             "data": entry.data,
         }
         assert self.uuclient is not None
-        return self.uuclient.multipart(uucmd, fields, log_level=logging.DEBUG, stop=self._stop_event())
+        return self.uuclient.multipart(uucmd, fields, log_level=logging.DEBUG, stop=self.stop_event)
 
     def _succeeded(self, source: str, state: SourceState) -> None:
         state.backoff.succeeded()

@@ -18,6 +18,7 @@ from .version import __version__
 
 if TYPE_CHECKING:
     from .alarms import AlarmError, AlarmTransition
+    from .commands import Command, CommandError, command, find_commands
     from .config import load_config
     from .config import validate as validate_config
     from .errors import ConfigApplyError, ConfigError, ModuleLoadError, StorageError, UnsupportedEvent, UunGatewayError
@@ -36,6 +37,10 @@ if TYPE_CHECKING:
 
 #: public name -> (submodule, attribute)
 _EXPORTS: dict[str, tuple[str, str]] = {
+    "Command": ("commands", "Command"),
+    "CommandError": ("commands", "CommandError"),
+    "command": ("commands", "command"),
+    "find_commands": ("commands", "find_commands"),
     "AlarmError": ("alarms", "AlarmError"),
     "AlarmTransition": ("alarms", "AlarmTransition"),
     "PointInfo": ("readings", "PointInfo"),
@@ -76,6 +81,8 @@ __all__ = [
     "AlarmError",
     "AlarmTransition",
     "Backoff",
+    "Command",
+    "CommandError",
     "Commands",
     "ConfigApplyError",
     "ConfigError",
@@ -100,7 +107,9 @@ __all__ = [
     "UunGatewayError",
     "__version__",
     "atomic_write",
+    "command",
     "describe_failure",
+    "find_commands",
     "iso_utc",
     "load_config",
     "module_id_from_str",
