@@ -41,6 +41,7 @@ setup(
             "ruff>=0.4",
             "types-requests",
             "types-jsonschema",
+            "setuptools>=70.1",  # builds the README's example offline (tests/test_readme_example.py)
         ],
     },
     entry_points={
@@ -56,6 +57,7 @@ setup(
         ],
         "uun_gateway.commands": [
             "alarms = uun_gateway.alarms:register",
+            "mqtt = uun_gateway.modules.mqtt.cli:register",
             "onewire = uun_gateway.modules.onewire.cli:register",
             "unisenza = uun_gateway.modules.unisenza.cli:register",
         ],

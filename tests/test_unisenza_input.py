@@ -18,6 +18,11 @@ GOOD_CHALLENGE = {
     "ChallengeName": "PASSWORD_VERIFIER",
     "ChallengeParameters": {"USER_ID_FOR_SRP": "u", "SECRET_BLOCK": "QUJD", "SALT": "ab", "SRP_B": "abcdef"},
 }
+NULL_CODE_GATEWAY = {
+    "id": "g1",
+    "device_code": None,
+    "occupants_permissions": {"receiver_occupant": {"id": "o1", "identity_id": "eu-central-1:x"}},
+}
 TOKENS = {"AuthenticationResult": {"IdToken": "id", "AccessToken": "access", "ExpiresIn": 3600}}
 
 
@@ -136,6 +141,14 @@ def test_bad_timeout_is_a_usage_error(tmp_path: Path, capsys: pytest.CaptureFixt
                 "/api/occupants/slider_list": (200, {"data": "gateways"}),
             },
             "Failed to populate devices: unexpected reply",
+        ),
+        (
+            {
+                "InitiateAuth": (200, GOOD_CHALLENGE),
+                "RespondToAuthChallenge": (200, TOKENS),
+                "/api/occupants/slider_list": (200, {"data": [{"type": "gateway", "gateway": NULL_CODE_GATEWAY}]}),
+            },
+            "Failed to populate devices: unexpected reply (ValueError('device_code is null'))",
         ),
     ],
 )

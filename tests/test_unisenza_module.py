@@ -12,29 +12,11 @@ import pytest
 from uun_gateway.modules.unisenza.module import Unisenza
 
 from tests.helpers import free_port, wait_for
-from tests.unisenza_fakes import PASSWORD, USERNAME, FakeCloud, fixtures
+from tests.unisenza_fakes import PASSWORD, FakeCloud, fixtures, section_for
 from uun_gateway import ConfigError, Gateway, cli
 
 # The double's fixtures, shared with the other unisenza test module.
 ca, shared_env, cloud = fixtures.ca, fixtures.shared_env, fixtures.cloud
-
-
-def section_for(cloud: FakeCloud, tmp_path: Path, **overrides: Any) -> dict[str, Any]:
-    """A ``gateway.unisenza`` section for the fake, the password in a 0600 file."""
-    password_file = tmp_path / "unisenza.password"
-    password_file.write_text(PASSWORD + "\n")
-    password_file.chmod(0o600)
-    endpoints = {k: v for k, v in cloud.endpoints().to_config().items() if v is not None}
-    section: dict[str, Any] = {
-        "username": USERNAME,
-        "passwordFile": str(password_file),
-        "requestTimeout": 5,
-        "reconnectDelay": {"min": 0.1, "max": 0.5},
-        "retryDelay": {"min": 0.1, "max": 0.5},
-        "endpoints": endpoints,
-    }
-    section.update(overrides)
-    return section
 
 
 def config_for(tmp_path: Path, section: dict[str, Any]) -> dict[str, Any]:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import datetime as dt
 import hashlib
+import json
 import logging
 import secrets
 from typing import Any
@@ -237,6 +238,32 @@ def test_parse_document_reads_the_gateway_section_and_ignores_desired_echoes() -
     doc = {"state": {"reported": {"000000000001": {"properties": {"ep0:sGateway:NetworkLANIP": "10.0.0.2"}}}}}
     assert mapping.parse_document(doc, DeviceType.GATEWAY) == {"ip_address": "10.0.0.2"}
     assert mapping.parse_document({"state": {"desired": {"11": {}}}}, DeviceType.HVAC) == {}
+
+
+def test_parse_document_skips_null_properties_silently(caplog: pytest.LogCaptureFixture) -> None:
+    # before: str(None) gave the serial number, EUID and IP "None", a null number a warning per document
+    doc = json.loads(
+        '{"state": {"reported": {"connected": null, "11": {"properties": {'
+        '"ep1:sPowerMS:RadSerialNum": null, "ep1:sZDO:EUID": null, "ep1:sBasicS:ManufactureName": null,'
+        '"ep1:sTherS:LocalTemperature_x100": null, "ep1:sPowerS:BatteryRemaining": null,'
+        '"ep1:sTherS:RunningMode": null, "ep1:sTherS:HeatingSetpoint_x100": 2100}}}}}'
+    )
+    with caplog.at_level(logging.DEBUG, logger="uun_gateway.modules.unisenza"):
+        assert mapping.parse_document(doc, DeviceType.HVAC) == {"target_temperature": 21.0}
+        gateway_doc = {"state": {"reported": {"000000000001": {"properties": {"ep0:sGateway:NetworkLANIP": None}}}}}
+        assert mapping.parse_document(gateway_doc, DeviceType.GATEWAY) == {}
+    assert [r for r in caplog.records if r.levelno >= logging.WARNING] == []
+
+
+def test_a_null_value_keeps_the_attribute_it_would_replace() -> None:
+    device = HvacDevice(
+        HvacAttributes(id="1", type=DeviceType.HVAC, device_code="d", model="m", name="n", serial_number="S1"),
+        lambda d: None,
+        lambda d, c: None,
+    )
+    doc = {"state": {"reported": {"11": {"properties": {"ep1:sPowerMS:RadSerialNum": None}}}}}
+    device.set_attributes(mapping.parse_document(doc, DeviceType.HVAC))
+    assert device.get_serial_number() == "S1"
 
 
 def test_update_document_uses_the_write_keys() -> None:

@@ -26,7 +26,7 @@ from typing import Any, TextIO
 import paho.mqtt.client as mqtt
 from paho.mqtt.enums import CallbackAPIVersion
 
-from uun_gateway import describe_failure, iso_utc, parse_iso, safe_text
+from uun_gateway import Commands, describe_failure, iso_utc, parse_iso, safe_text
 
 EXIT_ERROR_REPLY = 1
 EXIT_UNREACHABLE = 2
@@ -34,9 +34,9 @@ DEFAULT_PREFIX = "uun"
 CONNECT_TIMEOUT = 10.0
 
 
-def register(subparsers: argparse._SubParsersAction[Any]) -> None:
+def register(commands: Commands) -> None:
     """Add the ``mqtt`` command group with ``watch`` and ``send-command``."""
-    group = subparsers.add_parser("mqtt", help="the fleet on an MQTT broker")
+    group = commands.add("mqtt", help="the fleet on an MQTT broker")
     sub = group.add_subparsers(dest="mqtt_command", metavar="SUBCOMMAND", required=True)
 
     watch = sub.add_parser("watch", help="a live table of the gateways on a broker")

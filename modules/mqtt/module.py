@@ -23,7 +23,6 @@ network steps; a changed connection setting reconnects. Stopping the gateway pub
 
 from __future__ import annotations
 
-import argparse
 import json
 import threading
 from collections.abc import Mapping
@@ -61,13 +60,6 @@ class Mqtt(Module):
         self.connected = threading.Event()
         self._changed = threading.Event()
         self._health_due: Deadline | None = None
-
-    @classmethod
-    def register_cli(cls, subparsers: argparse._SubParsersAction[Any]) -> None:
-        """Add ``uun-gateway mqtt watch`` and ``uun-gateway mqtt send-command``."""
-        from .cli import register
-
-        register(subparsers)
 
     # -- configuration ---------------------------------------------------------------------------
 

@@ -1,11 +1,13 @@
 """The vendor's REST service API: which gateways and thermostats the user has.
 
 Thread-safe as far as the shared ``requests.Session`` is (one call at a time per session is
-not required by requests for simple GETs). Every request has a timeout.
+not required by requests for simple GETs). Every request ends within its timeout in all
+(connect and whole answer) and when the auth is closed (see ``http.py``).
 """
 
 from __future__ import annotations
 
+import json
 import logging
 from collections.abc import Iterator, Mapping
 from typing import Any
@@ -14,6 +16,7 @@ import requests
 
 from .auth import CognitoAuth
 from .errors import AuthenticationError, ClientError
+from .http import CloudHttp
 from .models import DeviceType, GatewayAttributes, HvacAttributes, Occupant
 
 log = logging.getLogger(__name__)
@@ -30,8 +33,9 @@ class ServiceApi:
 
     def __init__(self, auth: CognitoAuth, *, session: requests.Session | None = None, timeout: float = 10.0) -> None:
         self._auth = auth
-        self._session = session or requests.Session()
-        self._own_session = session is None
+        # the auth's by default, so closing the auth also ends calls of this API in flight
+        self._http = auth.http if session is None else CloudHttp(session)
+        self._own_http = session is not None
         self._timeout = timeout
 
     def _get(self, path: str, params: Mapping[str, str] | None = None) -> Any:
@@ -40,25 +44,24 @@ class ServiceApi:
         for attempt in (1, 2):
             if attempt == 2:
                 self._auth.tokens(force_refresh=True)
-            try:
-                resp = self._session.get(
-                    url,
-                    params=params,
-                    headers=self._auth.auth_headers(),
-                    timeout=self._timeout,
-                    verify=ep.tls_verify,
-                )
-            except requests.RequestException as exc:
-                raise ClientError(f"GET {path} failed: {exc.__class__.__name__}: {exc}") from exc
-            if resp.status_code in (401, 403):
+            status, raw = self._http.call(
+                f"GET {path}",
+                "GET",
+                url,
+                deadline=self._timeout,
+                params=params,
+                headers=self._auth.auth_headers(),
+                verify=ep.tls_verify,
+            )
+            if status in (401, 403):
                 continue
-            if resp.status_code != 200:
-                raise ClientError(f"GET {path} failed: HTTP {resp.status_code}")
+            if status != 200:
+                raise ClientError(f"GET {path} failed: HTTP {status}")
             try:
-                return resp.json()
+                return json.loads(raw)
             except ValueError:
                 raise ClientError(f"GET {path}: reply is not JSON") from None
-        raise AuthenticationError(f"GET {path}: the service refused the tokens (HTTP {resp.status_code})")
+        raise AuthenticationError(f"GET {path}: the service refused the tokens (HTTP {status})")
 
     def discover(self) -> list[GatewayTree]:
         """All gateways of the user with their thermostats, in the order the service lists them.
@@ -84,30 +87,38 @@ class ServiceApi:
         return result
 
     def close(self) -> None:
-        """Close the HTTP session if this object created it. Idempotent."""
-        if self._own_session:
-            self._session.close()
+        """Close the HTTP session if this object created it (else the auth's close does). Idempotent."""
+        if self._own_http:
+            self._http.close()
+
+
+def _text(data: Mapping[str, Any], key: str) -> str:
+    """A required field as text; a missing or null one raises (KeyError/ValueError), never "None"."""
+    value = data[key]
+    if value is None:
+        raise ValueError(f"{key} is null")
+    return str(value)
 
 
 def _gateway_attributes(data: Mapping[str, Any]) -> GatewayAttributes:
     receiver = data["occupants_permissions"]["receiver_occupant"]
     return GatewayAttributes(
-        id=str(data["id"]),
+        id=_text(data, "id"),
         type=DeviceType.GATEWAY,
-        device_code=str(data["device_code"]),
+        device_code=_text(data, "device_code"),
         model=str(data.get("model") or ""),
-        name=str(data.get("name") or data["device_code"]),
-        occupant=Occupant(id=str(receiver["id"]), identity_id=str(receiver["identity_id"])),
+        name=str(data.get("name") or _text(data, "device_code")),
+        occupant=Occupant(id=_text(receiver, "id"), identity_id=_text(receiver, "identity_id")),
     )
 
 
 def _hvac_attributes(data: Mapping[str, Any]) -> HvacAttributes:
     return HvacAttributes(
-        id=str(data["id"]),
+        id=_text(data, "id"),
         type=DeviceType.HVAC,
-        device_code=str(data["device_code"]),
+        device_code=_text(data, "device_code"),
         model=str(data.get("model") or ""),
-        name=str(data.get("name") or data["device_code"]),
+        name=str(data.get("name") or _text(data, "device_code")),
     )
 
 

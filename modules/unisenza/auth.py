@@ -2,13 +2,15 @@
 
 :class:`CognitoAuth` is thread-safe: one lock serialises login and refresh, so concurrent
 callers of :meth:`CognitoAuth.tokens` trigger at most one network exchange. Every network
-call has a timeout. Passwords, tokens and secret keys are never logged and never appear in a
-repr.
+call ends within its timeout in all (connect and whole answer, see ``http.py``) and at
+:meth:`CognitoAuth.close`. Passwords, tokens and secret keys are never logged and never appear
+in a repr.
 """
 
 from __future__ import annotations
 
 import datetime as dt
+import json
 import logging
 import threading
 import time
@@ -21,6 +23,7 @@ import requests
 from . import srp
 from .endpoints import Endpoints
 from .errors import AuthenticationError, ClientError
+from .http import CloudHttp
 from .sigv4 import AwsCredentials
 
 log = logging.getLogger(__name__)
@@ -91,8 +94,7 @@ class CognitoAuth:
         self.username = username
         self._password = password
         self.endpoints = endpoints or Endpoints()
-        self._session = session or requests.Session()
-        self._own_session = session is None
+        self.http = CloudHttp(session)
         self._timeout = timeout
         self._refresh_margin = refresh_margin
         self._clock = clock
@@ -109,19 +111,16 @@ class CognitoAuth:
     def _call(self, url: str, target: str, body: dict[str, Any]) -> dict[str, Any]:
         headers = {"Content-Type": "application/x-amz-json-1.1", "X-Amz-Target": target}
         action = target.rsplit(".", 1)[-1]
+        status, raw = self.http.call(
+            action, "POST", url, deadline=self._timeout, json=body, headers=headers, verify=self.endpoints.tls_verify
+        )
         try:
-            resp = self._session.post(
-                url, json=body, headers=headers, timeout=self._timeout, verify=self.endpoints.tls_verify
-            )
-        except requests.RequestException as exc:
-            raise ClientError(f"{action} failed: {exc.__class__.__name__}: {exc}") from exc
-        try:
-            data = resp.json()
+            data = json.loads(raw)
         except ValueError:
             data = None
-        if resp.status_code == 200 and isinstance(data, dict):
+        if status == 200 and isinstance(data, dict):
             return data
-        if resp.status_code == 200:
+        if status == 200:
             raise ClientError(f"{action}: unexpected reply (HTTP 200 without a JSON object)")
         if isinstance(data, dict) and "__type" in data:
             error_type = str(data["__type"]).rsplit("#", 1)[-1]
@@ -129,7 +128,7 @@ class CognitoAuth:
             if error_type in _AUTH_ERRORS:
                 raise AuthenticationError(f"{action}: {error_type}: {message}")
             raise CognitoError(error_type, f"{action}: {message}")
-        raise ClientError(f"{action} failed: HTTP {resp.status_code}")
+        raise ClientError(f"{action} failed: HTTP {status}")
 
     def _store_result(self, result: Any, keep_refresh: str | None) -> Tokens:
         if not isinstance(result, dict):
@@ -298,6 +297,6 @@ class CognitoAuth:
         }
 
     def close(self) -> None:
-        """Close the HTTP session if this object created it. Idempotent."""
-        if self._own_session:
-            self._session.close()
+        """End HTTP calls in flight (they raise ClientError "interrupted by stop") and close the
+        HTTP session if this object created it. Idempotent; any thread."""
+        self.http.close()

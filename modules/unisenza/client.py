@@ -39,7 +39,9 @@ class ClientOptions:
     - ``unavailable_after``: devices of a lost connection become unavailable after this;
     - ``things_per_connection``: at most this many things (4 subscriptions each) share one MQTT
       connection (AWS IoT allows 50 subscriptions per connection by default);
-    - ``reconnect_min_delay``/``reconnect_max_delay``: the exponential reconnect backoff.
+    - ``reconnect_min_delay``/``reconnect_max_delay``: the exponential reconnect backoff;
+    - ``connect_timeout``: the longest one MQTT connection attempt (TCP, TLS, websocket upgrade,
+      CONNACK) may take before it is cut short and retried.
     """
 
     request_timeout: float = 30.0
@@ -48,6 +50,7 @@ class ClientOptions:
     keepalive: int = 30
     reconnect_min_delay: float = 1.0
     reconnect_max_delay: float = 120.0
+    connect_timeout: float = 10.0
 
 
 class Client:
@@ -159,6 +162,7 @@ class Client:
                 on_lost=lambda c: self._events.put(("lost", c, None)),
                 keepalive=self.options.keepalive,
                 reconnect_delay=(self.options.reconnect_min_delay, self.options.reconnect_max_delay),
+                connect_timeout=self.options.connect_timeout,
             )
             conns.append(conn)
             for thing in conn.things:
@@ -375,9 +379,10 @@ class Client:
 
     def close(self) -> None:
         """Stop all connections (pending requests fail with ClientError), the worker thread and
-        the HTTP sessions. Idempotent; returns after every thread of the client has ended
-        (bounded by paho's connect timeout when a connect is in progress; called from a
-        subscriber callback it does not wait for the worker thread itself)."""
+        the HTTP sessions. Idempotent; any thread. HTTP calls and MQTT connection attempts in
+        progress are cut short (they fail with ClientError), so it returns promptly after every
+        thread of the client has ended (called from a subscriber callback it does not wait for
+        the worker thread itself)."""
         with self._lock:
             if self._closed:
                 return
@@ -385,6 +390,7 @@ class Client:
             conns = [c for cs in self._connections.values() for c in cs]
             self._connections.clear()
             self._thing_connection.clear()
+        self._auth.http.cancel()  # a signer in paho's thread may be waiting on a credentials call
         for conn in conns:
             conn.stop()
         self._events.put(("stop", None, None))

@@ -1,8 +1,9 @@
 """Translation between AWS IoT shadow documents and model attributes.
 
-Reading is tolerant: numbers may arrive as strings or ints, an unparseable value is logged
-at WARNING and skipped (the other fields still apply), an enum value outside the known set is
-kept as a raw int. Pure functions, thread-safe.
+Reading is tolerant: numbers may arrive as strings or ints, a JSON ``null`` is skipped silently
+(the attribute keeps its value, as pyupgw does), an unparseable value is logged at WARNING and
+skipped (the other fields still apply), an enum value outside the known set is kept as a raw int.
+Pure functions, thread-safe.
 """
 
 from __future__ import annotations
@@ -85,14 +86,15 @@ GATEWAY_READ: dict[str, tuple[str, Reader]] = {
 def parse_document(doc: Mapping[str, Any], device_type: DeviceType) -> dict[str, Any]:
     """Attribute changes carried by an accepted shadow document (``state.reported``).
 
-    ``reported.connected`` (``"true"``/``"false"``, or a bool) maps to ``available``. Returns
-    an empty dict for documents without reported state (e.g. the echo of a desired update)."""
+    ``reported.connected`` (``"true"``/``"false"``, or a bool) maps to ``available``. A property
+    (or ``connected``) that is ``null`` carries no value and is left out. Returns an empty dict
+    for documents without reported state (e.g. the echo of a desired update)."""
     state = doc.get("state")
     reported = state.get("reported") if isinstance(state, Mapping) else None
     if not isinstance(reported, Mapping):
         return {}
     changes: dict[str, Any] = {}
-    if "connected" in reported:
+    if reported.get("connected") is not None:
         connected = reported["connected"]
         changes["available"] = connected is True or str(connected).lower() == "true"
     section, table = (HVAC_SECTION, HVAC_READ) if device_type is DeviceType.HVAC else (GATEWAY_SECTION, GATEWAY_READ)
@@ -100,7 +102,7 @@ def parse_document(doc: Mapping[str, Any], device_type: DeviceType) -> dict[str,
     props = block.get("properties") if isinstance(block, Mapping) else None
     if isinstance(props, Mapping):
         for key, (attribute, reader) in table.items():
-            if key not in props:
+            if props.get(key) is None:
                 continue
             try:
                 changes[attribute] = reader(props[key])

@@ -13,7 +13,6 @@ new setpoints and wakes the worker, so a remote config update never blocks on th
 
 from __future__ import annotations
 
-import datetime as dt
 import logging
 import threading
 import time
@@ -21,7 +20,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, ClassVar
 
-from uun_gateway import Module, on
+from uun_gateway import Backoff, Module, StateLog, iso_utc, on
 from uun_gateway import Reading as PointReading
 
 from .auth import CognitoAuth
@@ -97,7 +96,7 @@ def reading(gateway_code: str, device: HvacDevice) -> dict[str, Any]:
         "mode": enum_name(a.system_mode),
         "runningState": enum_name(a.running_state),
         "available": a.available,
-        "timestamp": dt.datetime.now(dt.UTC).isoformat(timespec="seconds").replace("+00:00", "Z"),
+        "timestamp": iso_utc(timespec="seconds"),
     }
     for key, value in (
         ("humidity", a.humidity),
@@ -159,11 +158,16 @@ class Unisenza(Module):
         self._lock = threading.Lock()
         self._wake = threading.Event()
         self._client: Client | None = None
+        self._connecting: Client | None = None  # while logging in and discovering: stop closes it
         self._stopping = False
         self._reconnect = False
         self._refresh_due = False
         self._ticks = 0
-        self._min_delay = self._max_delay = self._delay = 5.0
+        self._min_delay = 5.0
+        self._backoff = Backoff(5.0, 300.0)
+        self._link = StateLog(self.logger, "Unisenza cloud")
+        self._discovery_log = StateLog(self.logger, "re-discovery")
+        self._refresh_log = StateLog(self.logger, "refresh")
         self._next_discovery = 0.0
         self._section_seen: Mapping[str, Any] = self._section()
         self._pending: dict[str, dict[str, Any]] = dict(self._c("setpoints", {}))
@@ -183,15 +187,15 @@ class Unisenza(Module):
     def _run(self, evs: tuple[threading.Event, threading.Event]) -> None:
         runev, stopev = evs
         retry = self._c("retryDelay", {})
-        self._min_delay, self._max_delay = float(retry.get("min", 5.0)), float(retry.get("max", 300.0))
-        self._delay = self._min_delay
+        self._min_delay = float(retry.get("min", 5.0))
+        self._backoff = Backoff(self._min_delay, max(self._min_delay, float(retry.get("max", 300.0))))
         while runev.is_set() and not stopev.is_set() and not self._stopping:
             self._wake.clear()
             try:
                 wait = self._cycle()
             except Exception:
                 self.logger.exception("unisenza worker: unexpected error")
-                wait = self._max_delay
+                wait = self._backoff.maximum
             self._wake.wait(wait)
 
     def _cycle(self) -> float:
@@ -203,16 +207,18 @@ class Unisenza(Module):
         if self._client is None:
             try:
                 self._connect()
-                self._delay = self._min_delay
+                self._backoff.succeeded()
                 self._next_discovery = time.monotonic() + float(self._c("rediscoverEvery", 6 * 3600.0))
                 self.last_error = None
+                self._link.ok("connected again")
             except AuthenticationError as exc:
-                self._note_error(f"login refused: {exc}")
+                self._note_error(f"login refused: {exc}", "refused")
                 return float(self._c("authRetryDelay", 900.0))
             except ClientError as exc:
-                self._note_error(f"cloud unreachable: {exc}")
-                wait, self._delay = self._delay, min(self._delay * 2, self._max_delay)
-                return wait
+                if self._stopping:  # stop cut the login or discovery short
+                    return 0.0
+                self._note_error(f"cloud unreachable: {exc}", "unreachable")
+                return self._backoff.failed()
         client = self._client
         if client is None:
             return wait
@@ -220,25 +226,32 @@ class Unisenza(Module):
             self._next_discovery = time.monotonic() + float(self._c("rediscoverEvery", 6 * 3600.0))
             try:
                 client.populate_devices()
+                self._discovery_log.ok()
             except ClientError as exc:
-                self.logger.warning("re-discovery failed: %s", str(exc))
+                self._discovery_log.failed(f"failed: {exc}")
         if self._refresh_due:
             self._refresh_due = False
             try:
                 client.refresh_all_devices()
+                self._refresh_log.ok()
             except ClientError as exc:
-                self.logger.warning("%s", str(exc))
+                self._refresh_log.failed(str(exc))
         if not self._apply_setpoints(client):
             wait = min(wait, self._min_delay)
         return wait
 
-    def _note_error(self, message: str) -> None:
-        if message != self.last_error:
-            self.logger.warning("%s", message)
+    def _note_error(self, message: str, state: str) -> None:
+        """Logged once per change of state (and summarised while it lasts), kept in last_error."""
+        self._link.failed(message, state=state)
         self.last_error = message
 
     def _connect(self) -> None:
         client = build_client(self._section())
+        with self._lock:
+            if self._stopping:
+                client.close()
+                return
+            self._connecting = client
         try:
             client.login()
             client.populate_devices()
@@ -246,6 +259,9 @@ class Unisenza(Module):
         except BaseException:
             client.close()
             raise
+        finally:
+            with self._lock:
+                self._connecting = None
         with self._lock:
             if self._stopping:
                 client.close()
@@ -352,6 +368,8 @@ class Unisenza(Module):
         with self._lock:
             self._stopping = True
             client, self._client = self._client, None
+            connecting = self._connecting
         self._wake.set()
-        if client is not None:
-            client.close()
+        for c in (client, connecting):
+            if c is not None:
+                c.close()  # cuts a login, discovery or connection attempt in progress short

@@ -13,15 +13,21 @@ A :class:`ShadowConnection` owns one paho-mqtt client and its network thread. It
   reply sees the model already updated;
 - reports readiness and loss through ``on_ready``/``on_lost`` (network thread, must not block);
 - reconnects by itself with exponential backoff; after a refused handshake the signer is asked
-  for fresh credentials.
+  for fresh credentials;
+- bounds each connection attempt as a whole: TCP, TLS, the websocket upgrade and the CONNACK
+  must be done within ``connect_timeout`` seconds, else the attempt's socket is shut down (and
+  paho retries); :meth:`stop` shuts down an attempt in progress, so it never waits for a server
+  that answers byte by byte.
 
 No callback of this class blocks; :meth:`request` blocks the caller for at most ``timeout``.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
+import socket
 import ssl
 import threading
 import uuid
@@ -50,6 +56,19 @@ def shadow_topic(thing: str, op: str, result: str | None = None) -> str:
     """``$aws/things/<thing>/shadow/<op>[/<result>]``."""
     base = f"$aws/things/{thing}/shadow/{op}"
     return f"{base}/{result}" if result else base
+
+
+class _Client(mqtt.Client):
+    """paho's client, telling its owner about each new socket (before TLS and the websocket
+    upgrade), so that a connection attempt can be cut short."""
+
+    on_new_socket: Callable[[socket.socket], None] | None = None
+
+    def _create_socket_connection(self) -> socket.socket:
+        sock = super()._create_socket_connection()
+        if self.on_new_socket is not None:
+            self.on_new_socket(sock)
+        return sock
 
 
 class ShadowRequest:
@@ -111,8 +130,11 @@ class ShadowConnection:
         self._closed = False
         self.connects = 0
         self.handshakes = 0
+        self._connect_timeout = connect_timeout
+        self._attempt: socket.socket | None = None  # the socket of a connection attempt in progress
+        self._attempt_timer: threading.Timer | None = None
 
-        client = mqtt.Client(
+        client = _Client(
             CallbackAPIVersion.VERSION2,
             client_id=client_id,
             transport="websockets",
@@ -127,6 +149,8 @@ class ShadowConnection:
         client.on_disconnect = self._handle_disconnect
         client.on_subscribe = self._handle_subscribe
         client.on_message = self._handle_message
+        client.on_connect_fail = self._handle_connect_fail
+        client.on_new_socket = self._attempt_started
         self._mqtt = client
 
     def __repr__(self) -> str:
@@ -159,6 +183,7 @@ class ShadowConnection:
         self._ready.clear()
         for p in pending:
             p.future.set_exception(ClientError("connection closed"))
+        self._end_attempt(shut_down=True)
         if started:
             self._mqtt.disconnect()
             self._mqtt.loop_stop()
@@ -233,9 +258,65 @@ class ShadowConnection:
                 raise
             raise OSError(f"signing the websocket upgrade failed: {exc}") from exc
 
+    # -- the deadline of a connection attempt ---------------------------------------------------
+
+    def _attempt_started(self, opened: socket.socket) -> None:
+        """paho's network thread opened a socket: it must be connected within the deadline.
+
+        A duplicate of its descriptor is kept: TLS wrapping detaches the original object, and
+        shutting the duplicate down ends the connection whatever paho wrapped it in."""
+        sock = opened.dup()
+        timer = threading.Timer(self._connect_timeout, self._attempt_expired, (sock,))
+        timer.daemon = True
+        with self._lock:
+            closed = self._closed
+            if not closed:
+                self._end_attempt_locked()
+                self._attempt, self._attempt_timer = sock, timer
+        if closed:
+            _shut_down(sock)
+            sock.close()
+            return
+        timer.start()
+
+    def _attempt_expired(self, sock: socket.socket) -> None:
+        with self._lock:
+            if self._attempt is not sock:
+                return  # ended meanwhile (and closed)
+            self._attempt = self._attempt_timer = None
+        log.warning(
+            "%s: not connected within %.3g s (TCP, TLS, websocket upgrade and CONNACK); retrying",
+            self.client_id,
+            self._connect_timeout,
+        )
+        _shut_down(sock)
+        sock.close()
+
+    def _end_attempt_locked(self) -> threading.Timer | None:
+        timer = self._attempt_timer
+        if self._attempt is not None:
+            self._attempt.close()  # the duplicate only: paho's socket stays open
+        self._attempt = self._attempt_timer = None
+        if timer is not None:
+            timer.cancel()
+        return timer
+
+    def _end_attempt(self, *, shut_down: bool) -> None:
+        """The attempt in progress ended (connected, or stop: then its socket is shut down)."""
+        with self._lock:
+            if shut_down and self._attempt is not None:
+                _shut_down(self._attempt)
+            timer = self._end_attempt_locked()
+        if timer is not None and timer is not threading.current_thread():
+            timer.join()
+
+    def _handle_connect_fail(self, client: mqtt.Client, userdata: Any) -> None:
+        self._end_attempt(shut_down=False)
+
     def _handle_connect(
         self, client: mqtt.Client, userdata: Any, flags: Any, reason_code: Any, properties: Any
     ) -> None:
+        self._end_attempt(shut_down=False)
         if reason_code.is_failure:
             log.warning("%s: connection refused: %s", self.client_id, reason_code)
             return
@@ -321,3 +402,9 @@ class ShadowConnection:
             pending.future.set_exception(
                 ClientError(f"Message rejected: {op} of {thing}: {doc.get('code')} {doc.get('message')}")
             )
+
+
+def _shut_down(sock: socket.socket) -> None:
+    """Make every blocked and later operation on ``sock`` fail at once (paho closes it)."""
+    with contextlib.suppress(OSError):
+        sock.shutdown(socket.SHUT_RDWR)

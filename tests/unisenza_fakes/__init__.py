@@ -298,3 +298,21 @@ class CloudEnv:
             self.cloud.stop()
         finally:
             self.broker.cleanup()
+
+
+def section_for(cloud: FakeCloud, tmp_path: Path, **overrides: Any) -> dict[str, Any]:
+    """A ``gateway.unisenza`` section for the fake, the password in a 0600 file."""
+    password_file = tmp_path / "unisenza.password"
+    password_file.write_text(PASSWORD + "\n")
+    password_file.chmod(0o600)
+    endpoints = {k: v for k, v in cloud.endpoints().to_config().items() if v is not None}
+    section: dict[str, Any] = {
+        "username": USERNAME,
+        "passwordFile": str(password_file),
+        "requestTimeout": 5,
+        "reconnectDelay": {"min": 0.1, "max": 0.5},
+        "retryDelay": {"min": 0.1, "max": 0.5},
+        "endpoints": endpoints,
+    }
+    section.update(overrides)
+    return section

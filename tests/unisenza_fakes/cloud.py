@@ -15,7 +15,8 @@ test CA's server certificate:
   ``reported`` update afterwards.
 
 Tests steer it with ``POST /_fake/<op>`` (JSON in, JSON out): ``reset``, ``stats``, ``push``,
-``silence``, ``reject_update``, ``drop``, ``set``, ``revoke_refresh``, ``revoke_credentials``,
+``silence``, ``reject_update``, ``drop``, ``set``, ``drip`` (``{"http": s, "front": s}``: answer
+one byte every ``s`` seconds, for ever; ``null`` ends it), ``revoke_refresh``, ``revoke_credentials``,
 ``delete_shadow``, ``shadow``, ``add_thermostat``.
 On start it prints one JSON line ``{"http_port": .., "front_port": ..}`` to stdout.
 """
@@ -117,7 +118,10 @@ class State:
                     }
             self.silenced: set[str] = set()
             self.reject_updates: dict[str, dict[str, Any]] = {}
+            self.drip: dict[str, float] = {}  # "http"/"front": seconds per byte of the answer
             self.stats: dict[str, Any] = {
+                "http_drips": 0,
+                "front_drips": 0,
                 "logins": 0,
                 "failed_logins": 0,
                 "refreshes": 0,
@@ -336,6 +340,19 @@ def slider_details(state: State, gateway_id: str) -> dict[str, Any] | None:
 # -- HTTP server --------------------------------------------------------------------------------
 
 
+def drip(conn: Any, interval: float, head: bytes) -> None:
+    """Send ``head`` and then a header line that never ends, one byte every ``interval`` seconds,
+    until the client goes away (or ten minutes pass)."""
+    deadline = time.monotonic() + 600
+    data = head + b"X-Drip: "
+    i = 0
+    with contextlib.suppress(OSError, ssl.SSLError):
+        while time.monotonic() < deadline:
+            conn.sendall(data[i : i + 1] if i < len(data) else b"a")
+            i += 1
+            time.sleep(interval)
+
+
 class Handler(BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"
     server: CloudHTTPServer
@@ -355,11 +372,24 @@ class Handler(BaseHTTPRequestHandler):
         length = int(self.headers.get("Content-Length") or 0)
         return json.loads(self.rfile.read(length) or b"{}")
 
+    def _dripping(self) -> bool:
+        state = self.server.state
+        with state.lock:
+            interval = state.drip.get("http")
+        if interval is None:
+            return False
+        state.count("http_drips")
+        drip(self.connection, interval, b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\n")
+        self.close_connection = True
+        return True
+
     def do_POST(self) -> None:
         state = self.server.state
         path = urlsplit(self.path).path
         if path.startswith("/_fake/"):
             self._send(200, self.server.control(path[len("/_fake/") :], self._body()))
+            return
+        if self._dripping():
             return
         target = self.headers.get("X-Amz-Target", "")
         handler = TARGETS.get(target)
@@ -374,6 +404,8 @@ class Handler(BaseHTTPRequestHandler):
     def do_GET(self) -> None:
         state = self.server.state
         parts = urlsplit(self.path)
+        if self._dripping():
+            return
         user = state.user_of_id_token(self.headers.get("x-auth-token"))
         state.count("rest_calls")
         if user is None or self.headers.get("x-company-code") != "purmo":
@@ -500,6 +532,12 @@ class Front:
                     return
                 data += chunk
             head, _, rest = data.partition(b"\r\n\r\n")
+            with self.state.lock:
+                interval = self.state.drip.get("front")
+            if interval is not None:
+                self.state.count("front_drips")
+                drip(conn, interval, b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\n")
+                return
             reason = self.verify(head)
             if reason is not None:
                 log.info("front: refused upgrade: %s", reason)
@@ -712,6 +750,15 @@ class FakeCloudProcess:
         if op == "reject_update":
             with state.lock:
                 state.reject_updates[body["thing"]] = {"code": body["code"], "message": body["message"]}
+            return {"ok": True}
+        if op == "drip":
+            with state.lock:
+                for key in ("http", "front"):
+                    if key in body:
+                        if body[key] is None:
+                            state.drip.pop(key, None)
+                        else:
+                            state.drip[key] = float(body[key])
             return {"ok": True}
         if op == "drop":
             return {"dropped": self.front.drop_all()}
