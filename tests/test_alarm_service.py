@@ -17,8 +17,7 @@ from uun_gateway.modules.upload import Upload
 from tests.fake_uuapp import FakeUuApp
 from tests.helpers import wait_for
 from tests.test_unisenza_module import config_for as unisenza_config
-from tests.test_unisenza_module import section_for
-from tests.unisenza_fakes import FakeCloud, fixtures
+from tests.unisenza_fakes import FakeCloud, fixtures, section_for
 from tests.uuapp_modules import gateway_config
 from uun_gateway import ConfigError, Gateway, Module, on
 from uun_gateway.alarms import AlarmTransition

@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from uun_gateway import Storage, cli
+from uun_gateway import Storage
 from uun_gateway.cli import main
 
 
@@ -90,7 +91,7 @@ def test_storage_without_write_access_leaves_a_healthy_file_alone(
     capsys.readouterr()
     # as a user without write access (root can write anywhere, so the check is simulated):
     # SQLite's WAL open would fail, and Storage took that for damage and moved the file aside
-    monkeypatch.setattr(cli.os, "access", lambda p, mode: False)
+    monkeypatch.setattr(os, "access", lambda p, mode: False)
     assert main(["storage", str(path)]) == 1
     assert "no write access" in capsys.readouterr().err
     assert [p.name for p in tmp_path.iterdir() if "corrupt" in p.name] == []

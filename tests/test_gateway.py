@@ -333,7 +333,12 @@ def test_send_storage_does_not_hold_the_lock_during_the_send(tmp_path: Path) -> 
         def slow_send(batch: list[Any]) -> list[Any]:
             if batch != ["old"]:
                 return []
-            producer = threading.Thread(target=lambda: (sender.storage.append("new"), appended.set()))
+
+            def produce() -> None:
+                sender.storage.append("new")
+                appended.set()
+
+            producer = threading.Thread(target=produce)
             producer.start()
             assert appended.wait(10), "a producer was blocked while the send ran"
             producer.join()
@@ -548,7 +553,7 @@ def test_a_start_handler_may_stop_the_gateway(tmp_path: Path) -> None:
         @on("start")
         def run(self, evs: tuple[threading.Event, threading.Event]) -> None:
             self.storage.append({"reading": 1})
-            assert self.gateway is not None
+            assert isinstance(self.gateway, Gateway)
             self.gateway.stop()
             returned.set()
 
@@ -588,7 +593,12 @@ def test_a_second_stop_returns_only_after_the_stop_handlers_finished(tmp_path: P
     gateway = Gateway(config, lambda c, u: Flushing(c["gateway"]))
     gateway.start()
     first = threading.Thread(target=gateway.stop, name="first-stop")
-    second = threading.Thread(target=lambda: (gateway.stop(), saw.append(finished.is_set())), name="second-stop")
+
+    def second_stop() -> None:
+        gateway.stop()
+        saw.append(finished.is_set())
+
+    second = threading.Thread(target=second_stop, name="second-stop")
     try:
         first.start()
         assert in_stop.wait(10)

@@ -75,9 +75,15 @@ class TinyHost:
     def health(self) -> dict[str, Any]:
         return {"uptime": 1.0, "configError": None, "modules": {}}
 
+    def publish(self, readings: Sequence[Any]) -> None:
+        self.published = list(readings)
+
     def reconfigure(self, new_config: Mapping[str, Any], *, save: bool = True) -> bool:
         self.updates.append(new_config)
         return True
+
+    def reload(self) -> str:
+        return "no change"
 
 
 def test_a_module_runs_under_any_module_host() -> None:

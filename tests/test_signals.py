@@ -104,6 +104,17 @@ def test_a_second_signal_while_stopping_is_ignored_and_the_exit_code_is_the_firs
     assert err.count("gateway stopped") == 1
 
 
+def test_signals_after_the_stop_do_not_change_the_exit_code(config: Path) -> None:
+    run = Run(config)
+    run.read_until(b"gateway started")
+    run.proc.send_signal(signal.SIGUSR1)
+    run.read_until(b"gateway stopped")
+    while run.proc.poll() is None:  # hammer the window between the stop and the exit
+        run.proc.send_signal(signal.SIGTERM)
+    code, _ = run.finish()
+    assert code == 1
+
+
 def test_stop_request_counts_later_signals() -> None:
     stop = StopRequest()
     assert stop.receive(signal.SIGTERM) and stop.requested.is_set()

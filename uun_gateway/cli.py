@@ -308,7 +308,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.command == "run":
             configure_logging(args.log_level)
             watch.start()
-            return cmd_run(args, watch.stop, watch.reloads)
+            code = cmd_run(args, watch.stop, watch.reloads)
+            # as the program, exit with the stop signals still blocked: one arriving after the stop
+            # cannot kill the process and change its exit code
+            watch.close(keep_blocked=argv is None)
+            return code
         watch.close()
         return int(args.func(args))
     except ConfigError as exc:  # every config failure is 78, whichever command finds it

@@ -105,8 +105,10 @@ class SignalWatch:
             else:
                 self._logger.warning("%s received while stopping; already stopping", signal_name(sig))
 
-    def close(self) -> None:
-        """Stop taking signals and restore the signal mask :meth:`block` found. Idempotent."""
+    def close(self, *, keep_blocked: bool = False) -> None:
+        """Stop taking signals and restore the signal mask :meth:`block` found (``keep_blocked``:
+        leave the stop signals blocked, for a process about to exit: a signal arriving after its
+        stop cannot kill it and change its exit code). Idempotent."""
         thread, self._thread = self._thread, None
         if thread is not None and thread.ident is not None:
             self._closing = True
@@ -117,7 +119,8 @@ class SignalWatch:
         self.reloads.close()
         while signal.sigtimedwait(WATCHED_SIGNALS, 0) is not None:
             self.stop.ignored += 1
-        signal.pthread_sigmask(signal.SIG_SETMASK, self._previous)
+        if not keep_blocked:
+            signal.pthread_sigmask(signal.SIG_SETMASK, self._previous)
         self._previous = None
 
 

@@ -13,6 +13,7 @@ import sys
 import threading
 import time
 import uuid
+import weakref
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager, suppress
 from dataclasses import dataclass
@@ -382,6 +383,8 @@ class Storage:
         db.execute("SELECT COUNT(*) FROM sqlite_master").fetchone()  # a read creates the -wal
         wal = Path(str(self.path) + "-wal")
         self._wal_fd = os.open(wal, os.O_RDONLY | os.O_CLOEXEC)
+        # a store dropped without close() (SQLite closes its own files then) must not leak this one
+        self._wal_closer = weakref.finalize(self, os.close, self._wal_fd)
         st = os.fstat(self._wal_fd)
         self._wal_id, self._wal_size = _identity(st), st.st_size
         self._file_id = _identity(os.stat(self.path))
@@ -522,7 +525,7 @@ class Storage:
             self._db.close()
             self._db = None
         if self._wal_fd is not None:
-            os.close(self._wal_fd)
+            self._wal_closer()
             self._wal_fd = None
 
     # -- helpers ---------------------------------------------------------------------------------
