@@ -13,6 +13,7 @@ from pathlib import Path
 from types import FrameType, TracebackType
 from typing import TYPE_CHECKING, Any
 
+from . import status
 from .config import load_config, normalized, read_saved_update, save_update, saved_update_path, value_errors
 from .errors import ConfigApplyError, ConfigError
 from .handlers import HandlerRunner
@@ -22,7 +23,6 @@ from .priority import describe_order
 from .signals import StopRequest, exit_code_for, signal_name
 from .storage import state_directory
 from .timers import RepeatTimer
-from .timestamps import iso_utc
 
 if TYPE_CHECKING:
     from .alarmservice import AlarmService
@@ -274,48 +274,18 @@ class Gateway(AbstractContextManager["Gateway"]):
     # -- status ----------------------------------------------------------------------------------
 
     def health(self) -> dict[str, Any]:
-        """A JSON-ready summary: uptime, the last config error, and per module: stored entries (None
-        when its storage was not opened), last successful send (ISO 8601 UTC), handler errors, send
-        failures, skipped timer ticks and the last error; with ``gateway.alarms``, ``alarms``: every
-        alarm that is not normal."""
-        modules: dict[str, Any] = {}
-        for loaded in self._modules:
-            stats = loaded.stats
-            modules[loaded.id] = {
-                "stored": loaded.stored_count(),
-                "lastSendOk": iso_utc(stats.last_send_ok, "seconds") if stats.last_send_ok is not None else None,
-                "handlerErrors": stats.handler_errors,
-                "sendFailures": stats.send_failures,
-                "timerOverruns": sum(t.skipped for (mid, _), t in self._timers.items() if mid == loaded.id),
-                "lastError": stats.last_error,
-                "problem": stats.problem,
-            }
-        timers = {
-            t.name: {"period": t.period, "runs": t.runs, "skipped": t.skipped, "errors": t.errors}
-            for t in self._timers.values()
-        }
+        """A JSON-ready summary (see :func:`~uun_gateway.status.health`). Thread-safe."""
         uptime = time.monotonic() - self.started_at if self.started_at is not None else 0.0
-        health: dict[str, Any] = {
-            "uptime": round(uptime, 1),
-            "configError": self.config_error,
-            "modules": modules,
-            "timers": timers,
-        }
-        if self.alarms is not None:
-            health["alarms"] = [alarm.to_dict() for alarm in self.alarms.alarms()]
-        return health
+        return status.health(self._modules, self._timers, uptime, self.config_error, self.alarms)
 
     def stalled(self, handler_timeout: float | None = None) -> list[str]:
-        """Reasons the running gateway is not making progress (empty when it is): timer threads that
-        died, handlers running longer than ``handler_timeout`` (default ``gateway.handlerTimeout``,
-        300 s), and problems modules reported (:meth:`ModuleStats.report_problem`). A stopped gateway
-        is never stalled."""
+        """Reasons the running gateway is not making progress, empty when it is (see
+        :func:`~uun_gateway.status.stalled`); the default ``handler_timeout`` is
+        ``gateway.handlerTimeout`` (300 s). A stopped gateway is never stalled."""
         if not self.runev.is_set():
             return []
         limit = handler_timeout or float(self.config["gateway"].get("handlerTimeout", DEFAULT_HANDLER_TIMEOUT))
-        now = time.monotonic()
-        reasons = [reason for timer in self._timers.values() if (reason := timer.stalled(limit, now))]
-        return reasons + [f"module {m.id}: {m.stats.problem}" for m in self._modules if m.stats.problem]
+        return status.stalled(self._modules, self._timers, limit, time.monotonic())
 
     # -- configuration updates -------------------------------------------------------------------
 
