@@ -15,7 +15,11 @@ Protocol (uun-iot's): the client writes ``NAME[ ARGUMENT]\\n``; the handler is c
 unknown command is answered ``1 Unknown command!``, a handler that raised ``1 Command failed!
 Exception: ...``, an unreadable request ``1 Invalid message!``. A request must arrive within
 ``timeout`` seconds (default 2) and be at most 64 KiB. Built in, unless a module answers them
-itself: ``commands`` (the names, comma-separated) and ``status`` (``Gateway.health()`` as JSON).
+itself: ``commands`` (the names, comma-separated), ``status`` (``Gateway.health()`` as JSON) and
+``reload`` (re-read the config file and apply it, :meth:`Gateway.reload`: answered ``0`` with what
+changed, or ``1 reload refused: ...`` with the config's errors, nothing changed). The commands of
+modules added while the gateway runs are answered from the moment they are loaded; ``uun-gateway
+status`` and ``uun-gateway reload`` are the command-line clients.
 """
 
 from __future__ import annotations
@@ -31,13 +35,18 @@ from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
-from uun_gateway import Deadline, Module, on, safe_text
+from uun_gateway import ConfigError, Deadline, Module, on, safe_text
+from uun_gateway.control import default_socket_path
 from uun_gateway.events import find_handlers
 
 MAX_REQUEST = 64 * 1024
 DEFAULT_TIMEOUT = 2.0
 
 CommandHandler = Callable[[tuple[str, str | None]], str | None]
+
+
+class _Refused(Exception):
+    """A built-in command declined with a message for the client (answered ``1 MESSAGE``)."""
 
 
 class CommandSocket(Module):
@@ -63,20 +72,21 @@ class CommandSocket(Module):
         super().__init__(config, uuclient, storage=False)
         self._thread: threading.Thread | None = None
         self._wake_r, self._wake_w = -1, -1
-        self._handlers: dict[str, CommandHandler] = {}
+        self._answering = threading.Event()
+        self._lock = threading.Lock()
+        self._bound_inode: int | None = None
 
     @property
     def path(self) -> Path:
-        default = (
-            Path(os.environ["RUNTIME_DIRECTORY"].split(":")[0], "control.sock")
-            if os.environ.get("RUNTIME_DIRECTORY")
-            else Path("uun-gateway.sock")
-        )
-        return Path(self._c("path", str(default)))
+        return Path(self._c("path", str(default_socket_path())))
 
     def command_handlers(self) -> dict[str, CommandHandler]:
         """Every loaded module's command handlers by name, with the built-in ones no module replaces."""
-        handlers: dict[str, CommandHandler] = {"commands": self._list_commands, "status": self._status}
+        handlers: dict[str, CommandHandler] = {
+            "commands": self._list_commands,
+            "status": self._status,
+            "reload": self._reload,
+        }
         for module in self.gateway.modules if self.gateway is not None else [self]:
             for handler in find_handlers(module):
                 if handler.event == "command" and handler.command is not None:
@@ -87,24 +97,30 @@ class CommandSocket(Module):
 
     @on("start")
     def serve(self, evs: tuple[threading.Event, threading.Event]) -> None:
-        """Bind the socket and answer commands until the gateway stops."""
-        self._handlers = self.command_handlers()
-        listener = self._bind(self.path)
-        self._wake_r, self._wake_w = os.pipe()
-        self.logger.info("command socket at %s: %s", self.path, ", ".join(sorted(self._handlers)))
-        self._thread = threading.Thread(target=self._loop, args=(listener,), name="socket:serve", daemon=True)
+        """Bind the socket and answer commands until the gateway (or this module) stops."""
+        path = self.path
+        listener = self._bind(path)
+        self._bound_inode = path.lstat().st_ino
+        wake_r, wake_w = os.pipe()
+        with self._lock:
+            self._wake_r, self._wake_w = wake_r, wake_w
+        self.logger.info("command socket at %s: %s", path, ", ".join(sorted(self.command_handlers())))
+        self._thread = threading.Thread(
+            target=self._loop, args=(listener, path, wake_r), name="socket:serve", daemon=True
+        )
         self._thread.start()
 
     @on("stop")
     def shutdown(self) -> None:
-        """Stop answering, remove the socket file."""
-        if self._thread is None:
-            return
-        os.write(self._wake_w, b"!")
-        self._thread.join(5.0)
-        for fd in (self._wake_r, self._wake_w):
-            os.close(fd)
-        self._thread = None
+        """Stop answering and remove the socket file. When the command being answered is what
+        stops this module (a ``reload`` that restarts or removes it), the answer is still sent: the
+        serving thread ends after it, closing the socket itself."""
+        thread, self._thread = self._thread, None
+        with self._lock:
+            if self._wake_w >= 0:
+                os.write(self._wake_w, b"!")
+        if thread is not None and thread is not threading.current_thread() and not self._answering.is_set():
+            thread.join(5.0)
 
     def _bind(self, path: Path) -> socket.socket:
         try:
@@ -114,40 +130,54 @@ class CommandSocket(Module):
         else:
             if not stat.S_ISSOCK(mode):
                 raise OSError(f"gateway.socket.path: {str(path)!r} exists and is not a socket; not replacing it")
-            path.unlink()
+        # Bound and listening under a temporary name, then renamed into place (replacing a stale
+        # socket): a client that sees the path never finds it refusing connections.
+        staging = path.with_name(f".{path.name}.{os.getpid()}")
+        staging.unlink(missing_ok=True)
         listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
         old_umask = os.umask(0o177)  # the socket file is created owner-only, never briefly wider
         try:
-            listener.bind(str(path))
+            listener.bind(str(staging))
+            listener.listen(8)
+            os.rename(staging, path)
         except OSError:
             listener.close()
+            staging.unlink(missing_ok=True)
             raise
         finally:
             os.umask(old_umask)
-        listener.listen(8)
         listener.setblocking(False)
         return listener
 
-    def _loop(self, listener: socket.socket) -> None:
+    def _loop(self, listener: socket.socket, path: Path, wake_r: int) -> None:
         selector = selectors.DefaultSelector()
         selector.register(listener, selectors.EVENT_READ)
-        selector.register(self._wake_r, selectors.EVENT_READ)
+        selector.register(wake_r, selectors.EVENT_READ)
         try:
             while True:
                 ready = [key.fileobj for key, _ in selector.select()]
-                if self._wake_r in ready:
+                if wake_r in ready:
                     return
                 try:
                     conn, _ = listener.accept()
                 except BlockingIOError:
                     continue
                 with conn:
-                    self._answer(conn)
+                    self._answering.set()
+                    try:
+                        self._answer(conn)
+                    finally:
+                        self._answering.clear()
         finally:
             selector.close()
             listener.close()
+            with self._lock:
+                for fd in (self._wake_r, self._wake_w):
+                    os.close(fd)
+                self._wake_r = self._wake_w = -1
             with contextlib.suppress(OSError):
-                self.path.unlink()
+                if path.lstat().st_ino == self._bound_inode:  # not a socket a restarted module bound since
+                    path.unlink()
 
     def _answer(self, conn: socket.socket) -> None:
         deadline = Deadline(float(self._c("timeout", DEFAULT_TIMEOUT)))
@@ -173,18 +203,29 @@ class CommandSocket(Module):
         except UnicodeDecodeError:
             return "1 Invalid message!"
         name, _, argument = line.partition(" ")
-        handler = self._handlers.get(name)
+        handler = self.command_handlers().get(name)
         if handler is None:
             return "1 Unknown command!"
         try:
             out = handler((name, argument if argument else None))
+        except _Refused as refused:
+            return f"1 {refused}"
         except Exception as exc:
             self.logger.exception("command %s failed", safe_text(name))
             return f"1 Command failed! Exception: {exc!r}"
         return "0" if out is None else f"0 {out}"
 
     def _list_commands(self, request: tuple[str, str | None]) -> str:
-        return ",".join(sorted(self._handlers))
+        return ",".join(sorted(self.command_handlers()))
 
     def _status(self, request: tuple[str, str | None]) -> str:
         return json.dumps(self.gateway.health() if self.gateway is not None else {})
+
+    def _reload(self, request: tuple[str, str | None]) -> str:
+        if self.gateway is None:
+            raise _Refused("reload refused: not running under a gateway")
+        self.logger.info("reload requested on the command socket")
+        try:
+            return self.gateway.reload()
+        except ConfigError as exc:
+            raise _Refused(f"reload refused: {'; '.join(exc.errors)}") from None

@@ -16,8 +16,8 @@ Configuration (``gateway.upload``; every key but ``sources`` may also be set per
     }
 
 Each source is another loaded module (found through ``gateway.modules``); its storage is read with
-``storage.oldest(n)`` and entries leave it only through ``storage.ack(ids)`` after the server accepted
-them. A JSON batch is POSTed as::
+``storage.oldest_raw(n)`` (stored JSON is spliced into the body, not decoded) and entries leave it
+only through ``storage.ack(ids)`` after the server accepted them. A JSON batch is POSTed as::
 
     {"source": "oneWire", "storageId": "<storage uid>",
      "data": [{"id": 17, "created": "2026-11-23T10:00:00.000Z", "data": <entry>}, ...]}
@@ -28,9 +28,11 @@ them. A JSON batch is POSTed as::
 
 Throughput: a round reads up to ``pipeline`` batches and sends them at once, each on its own
 kept-alive connection. A batch holds ``batchSize`` entries while the backlog is small; while the
-backlog holds more than a full round the entry count doubles each round (up to 50,000), and a batch
-never grows past ``maxBatchBytes`` encoded bytes (one entry larger than that goes alone). Each
-batch is encoded once: one that failed is sent again byte for byte. ``compress``: ``gzip`` sends
+backlog holds more than a full round the entry count grows eightfold each round (up to 50,000), and
+a batch never grows past ``maxBatchBytes`` encoded bytes (one entry larger than that goes alone).
+While a round's requests are in flight the next round's batches are read and encoded, so the link
+is not left idle between rounds. Stored JSON entries are spliced into the body as stored, never
+decoded. Each batch is encoded once: one that failed is sent again byte for byte. ``compress``: ``gzip`` sends
 bodies of 1 KiB or more with ``Content-Encoding: gzip``; ``auto`` does so until the server answers
 415 (Unsupported Media Type), then sends plain JSON for the rest of the run (logged once);
 ``none`` (the default) never compresses, since HTTP has no way to learn in advance whether a server
@@ -70,7 +72,6 @@ import requests
 
 from uun_gateway import (
     Backoff,
-    Entry,
     Module,
     StateLog,
     Storage,
@@ -80,6 +81,7 @@ from uun_gateway import (
     iso_utc,
     on,
 )
+from uun_gateway.storage import RawEntry
 from uun_gateway.uuapp import EncodedJson, UuCmdSession, answer_json
 
 DEFAULT_BATCH = 100
@@ -115,7 +117,8 @@ _COMPRESS = {
 class Batch:
     """Entries sent in one request, with their body encoded once (None: one bytes entry, multipart)."""
 
-    entries: list[Entry]
+    entries: list[RawEntry]
+    """The entries as stored (their JSON payloads are spliced into ``body``, never decoded)."""
     body: EncodedJson | None
 
     @property
@@ -135,10 +138,15 @@ class SourceState:
     batch_entries: int = 0
     """Entries per batch now (grows while the backlog is large)."""
     fits: int = 0
-    """Entries that filled a batch to ``maxBatchBytes`` in the last round (0: none did)."""
+    """Entries that filled a batch to ``maxBatchBytes`` while this backlog drains (0: none did yet);
+    batches grow no larger, so a round never reads entries it cannot send."""
     gzip_refused: bool = False
     prepared: dict[int, Batch] = field(default_factory=dict)
     """Batches encoded for an attempt that failed, by first entry id: sent again as they were."""
+    ahead: dict[int, Batch] = field(default_factory=dict)
+    """Batches of the next round, encoded while this round's requests were in flight."""
+    ahead_entries: list[RawEntry] = field(default_factory=list)
+    """The entries those batches were made of (the storage's next ones when they were read)."""
 
     @property
     def failures(self) -> int:
@@ -298,22 +306,31 @@ class Upload(Module):
         max_bytes = int(settings.get("maxBatchBytes", self._c("maxBatchBytes", DEFAULT_MAX_BATCH_BYTES)))
         size = max(base, state.batch_entries)
         want = size * pipeline
-        state.fits = 0
-        entries = storage.oldest(min(want, limit) if limit else want)
+        count = min(want, limit) if limit else want
+        entries = self._entries_read_ahead(storage, state, count) or storage.oldest_raw(count)
         if not entries:
             return False
         uucmd = settings["uuCmd"]
-        if isinstance(entries[0].data, bytes):
+        if entries[0].is_bytes:
             batches = [Batch(entries[:1], None)]
         else:
-            json_entries = list(itertools.takewhile(lambda e: not isinstance(e.data, bytes), entries))
+            json_entries = list(itertools.takewhile(lambda e: not e.is_bytes, entries))
             batches = self._batches(source, storage, state, json_entries, size, max_bytes, pipeline)
         results = self._send_all(source, storage, uucmd, batches)
+        full = len(entries) == want and len(storage) > want
+        grown = min(MAX_BATCH_ENTRIES, size * 8, state.fits or MAX_BATCH_ENTRIES)
+        rest = None if not limit else limit - len(entries)
+        if full and len(batches) > 1 and (rest is None or rest > 0):
+            self._read_ahead(source, storage, state, batches[-1].entries[-1].id, grown, max_bytes, pipeline, rest)
         ok = self._apply_in_order(source, storage, state, batches, results)
         if ok:
-            # grow while the backlog holds more than a full round, shrink back once it does not
-            full = len(entries) == want and len(storage) > want
-            state.batch_entries = min(MAX_BATCH_ENTRIES, size * 2, state.fits or MAX_BATCH_ENTRIES) if full else base
+            # grow while the backlog holds more than a full round (up to what the byte bound lets a
+            # batch hold), shrink back once it does not
+            if not full:
+                state.fits = 0  # entries may be of another size next time: learn the bound again
+            state.batch_entries = grown if full else base
+        else:
+            state.ahead, state.ahead_entries = {}, []
         return ok
 
     def _batches(
@@ -321,7 +338,7 @@ class Upload(Module):
         source: str,
         storage: Storage,
         state: SourceState,
-        entries: list[Entry],
+        entries: list[RawEntry],
         size: int,
         max_bytes: int,
         pipeline: int,
@@ -332,7 +349,8 @@ class Upload(Module):
         compress = self._compress(source, state)
         prefix = json.dumps({"source": source, "storageId": storage.uid}, separators=(",", ":"))[:-1].encode()
         prefix += b',"data":['
-        prepared, state.prepared = state.prepared, {}
+        prepared, state.prepared, state.ahead = {**state.ahead, **state.prepared}, {}, {}
+        stamps: dict[float, bytes] = {}  # entries stored together share their time: format it once
         batches: list[Batch] = []
         i = 0
         while i < len(entries) and len(batches) < pipeline:
@@ -351,9 +369,11 @@ class Upload(Module):
             start = i
             while i < len(entries) and i - start < size:
                 entry = entries[i]
-                fragment = json.dumps(
-                    {"id": entry.id, "created": iso_utc(entry.created), "data": entry.data}, separators=(",", ":")
-                ).encode()
+                stamp = stamps.get(entry.created)
+                if stamp is None:
+                    stamp = stamps[entry.created] = iso_utc(entry.created).encode()
+                # the stored payload is the entry's compact JSON: spliced in as is, never decoded
+                fragment = b'{"id":%d,"created":"%b","data":%b}' % (entry.id, stamp, entry.payload)
                 if fragments and total + len(fragment) + 1 > max_bytes:
                     state.fits = len(fragments)  # what the byte bound allows: read no more per batch
                     break
@@ -364,6 +384,50 @@ class Upload(Module):
             gzipped = gzip.compress(body, compresslevel=5, mtime=0) if compress and len(body) >= GZIP_MIN else None
             batches.append(Batch(entries[start:i], EncodedJson(body, gzipped)))
         return batches
+
+    def _read_ahead(
+        self,
+        source: str,
+        storage: Storage,
+        state: SourceState,
+        after: int,
+        size: int,
+        max_bytes: int,
+        pipeline: int,
+        limit: int | None,
+    ) -> None:
+        """While a round's requests are in flight: read and encode the next round's batches (the
+        entries after ``after``), so the next round starts sending at once. They are used only if
+        the next round reads exactly those entries; a failure here only costs the head start."""
+        want = size * pipeline
+        if limit is not None:
+            want = min(want, limit)
+        try:
+            entries = storage.oldest_raw(want, after=after)
+        except StorageError:
+            return
+        json_entries = list(itertools.takewhile(lambda e: not e.is_bytes, entries))
+        if not json_entries:
+            return
+        prepared = state.prepared
+        batches = self._batches(source, storage, state, json_entries, size, max_bytes, pipeline)
+        state.prepared = prepared
+        state.ahead = {batch.entries[0].id: batch for batch in batches}
+        state.ahead_entries = entries
+
+    @staticmethod
+    def _entries_read_ahead(storage: Storage, state: SourceState, count: int) -> list[RawEntry]:
+        """The ``count`` oldest entries as read ahead, if they still are the oldest (nothing was
+        stored in front of them or removed from their front since); else []. An entry removed from
+        their middle meanwhile (only by a concurrent ``send_batch``) is sent once more, never lost."""
+        entries, state.ahead_entries = state.ahead_entries, []
+        if len(entries) != count:
+            return []
+        try:
+            front = storage.oldest_raw(1)
+        except StorageError:
+            return []
+        return entries if front and front[0].id == entries[0].id else []
 
     def _compress(self, source: str, state: SourceState) -> bool:
         setting = self.sources().get(source, {}).get("compress", self._c("compress", "none"))
@@ -477,14 +541,14 @@ class Upload(Module):
             session.close()
 
     def _post_binary(
-        self, source: str, storage: Storage, uucmd: str, entry: Entry
+        self, source: str, storage: Storage, uucmd: str, entry: RawEntry
     ) -> tuple[requests.Response | None, BaseException | None]:
         fields = {
             "source": source,
             "storageId": storage.uid,
             "id": str(entry.id),
             "created": iso_utc(entry.created),
-            "data": entry.data,
+            "data": entry.payload,
         }
         assert self.uuclient is not None
         return self.uuclient.multipart(uucmd, fields, log_level=logging.DEBUG, stop=self.stop_event)
@@ -508,7 +572,7 @@ class Upload(Module):
 
 
 def _accepted(
-    batch: list[Entry], response: requests.Response | None, exc: BaseException | None
+    batch: list[RawEntry], response: requests.Response | None, exc: BaseException | None
 ) -> tuple[list[int], str | None]:
     """The ids of ``batch`` the server accepted, and a description of the problem (None if none)."""
     if exc is not None or response is None:

@@ -83,6 +83,9 @@ class TinyHost:
         self.updates.append(new_config)
         return True
 
+    def reload(self) -> str:
+        return "no change"
+
 
 def test_a_module_runs_under_any_module_host() -> None:
     class Waiter(Module):

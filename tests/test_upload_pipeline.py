@@ -5,6 +5,7 @@ optional gzip, and each batch encoded once."""
 from __future__ import annotations
 
 import logging
+import threading
 from pathlib import Path
 from typing import Any
 
@@ -12,6 +13,7 @@ import pytest
 from uun_gateway.modules.upload import Batch, Upload
 
 from tests.fake_uuapp import FakeUuApp
+from tests.helpers import wait_for
 from tests.uuapp_modules import UPLOAD, delivered, running, upload_config
 
 pytest_plugins = ["tests.uuapp_fixtures"]
@@ -95,3 +97,54 @@ def test_a_batch_is_encoded_once_and_sent_again_as_it_was(
         assert len(sensor.storage) == 0
     assert len(sent) == 3 and sent[0].body is not None
     assert sent[1].body is sent[0].body and sent[2].body is sent[0].body
+
+
+def test_the_next_round_is_encoded_while_a_round_is_in_flight_and_sent_as_encoded(
+    fake: FakeUuApp, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    sent: list[Batch] = []
+    ready_while_in_flight: list[bool] = []
+    lock = threading.Lock()
+    original = Upload._post_batch
+
+    def spy(self: Upload, source: str, storage: Any, uucmd: str, batch: Batch, slot: int) -> Any:
+        if slot == 0 and not ready_while_in_flight:
+            # the first request of the first round: the next round gets ready before it returns
+            state = self.state[source]
+            try:
+                wait_for(lambda: bool(state.ahead), timeout=10)
+                ready_while_in_flight.append(True)
+            except BaseException:
+                ready_while_in_flight.append(False)
+        with lock:
+            sent.append(batch)
+        return original(self, source, storage, uucmd, batch, slot)
+
+    monkeypatch.setattr(Upload, "_post_batch", spy)
+    config = upload_config(fake, tmp_path, period=3600, **sources(10, pipeline=2))
+    with running(config, start=False) as (_, sensor, upload):
+        sensor.storage.extend([{"n": i} for i in range(500)])
+        assert upload.send_batch("sensor") is True
+        ahead = dict(upload.state["sensor"].ahead)
+        assert upload.send_batch("sensor") is True
+    assert ready_while_in_flight == [True]
+    second = sorted(sent[2:4], key=lambda b: b.ids[0])
+    assert [b.ids[0] for b in second] == sorted(ahead)
+    assert all(b is ahead[b.ids[0]] for b in second), "the batches read ahead are sent as they were encoded"
+    ids = sorted(i for b in sent for i in b.ids)
+    assert ids == list(range(1, len(ids) + 1))
+
+
+def test_an_entry_stored_in_front_after_a_read_ahead_goes_first(fake: FakeUuApp, tmp_path: Path) -> None:
+    config = upload_config(fake, tmp_path, period=3600, **sources(10, pipeline=2))
+    with running(config, start=False) as (_, sensor, upload):
+        sensor.storage.extend([{"n": i} for i in range(500)])
+        assert upload.send_batch("sensor") is True
+        assert upload.state["sensor"].ahead, "the next round was read ahead"
+        sensor.storage.merge([{"n": "older"}], new_data=False)
+        front = sensor.storage.oldest(1)[0].id
+        assert upload.send_batch("sensor") is True
+    second_round = fake.for_cmd(UPLOAD)[2:4]
+    firsts = sorted(record.dto["data"][0]["id"] for record in second_round)
+    assert firsts[0] == front
+    assert {"n": "older"} in [item["data"] for record in second_round for item in record.dto["data"]]

@@ -1,4 +1,5 @@
-"""The ``uun-gateway`` command: run, check-config, storage inspection and the modules' own commands."""
+"""The ``uun-gateway`` command: run, check-config, storage inspection, the module catalogue, the
+control channel's clients (status, reload) and the modules' own commands."""
 
 from __future__ import annotations
 
@@ -13,7 +14,7 @@ from typing import TYPE_CHECKING
 
 from .errors import EX_CONFIG, EX_SOFTWARE, ConfigError, ModuleLoadError, UunGatewayError
 from .plugins import Commands, command_entry_points, load_command
-from .signals import SignalWatch, StopRequest
+from .signals import ReloadRequests, SignalWatch, StopRequest
 from .version import __version__
 
 if TYPE_CHECKING:
@@ -108,9 +109,10 @@ def cmd_check_config(args: argparse.Namespace) -> int:
     return 0
 
 
-def cmd_run(args: argparse.Namespace, stop: StopRequest | None = None) -> int:
-    """Run until a stop signal; ``stop`` is fed by the :class:`SignalWatch` :func:`main` set up
-    before anything else, so a signal at any moment of start-up or stop is handled."""
+def cmd_run(args: argparse.Namespace, stop: StopRequest | None = None, reloads: ReloadRequests | None = None) -> int:
+    """Run until a stop signal; ``stop`` and ``reloads`` (SIGHUP) are fed by the
+    :class:`SignalWatch` :func:`main` set up before anything else, so a signal at any moment of
+    start-up or stop is handled (a SIGHUP before the gateway started is a reload once it has)."""
     stop = stop if stop is not None else StopRequest()
     # A watchdog kill is SIGABRT: leave every thread's stack in the journal.
     faulthandler.enable(all_threads=True)
@@ -119,17 +121,86 @@ def cmd_run(args: argparse.Namespace, stop: StopRequest | None = None) -> int:
         return gateway
     from .systemd import SystemdNotifier
 
+    reloads = reloads if reloads is not None else ReloadRequests(logger)
     notifier = SystemdNotifier.from_env(gateway)
     try:
         if not stop.requested.is_set():
             gateway.start()
             notifier.ready()
+            reloads.start(gateway.reload)
             stop.requested.wait()
     finally:
+        reloads.close()
         notifier.stopping()
         gateway.stop()
         notifier.close()
     return stop.exit_code
+
+
+def cmd_modules(args: argparse.Namespace) -> int:
+    from .catalogue import format_module, installed_modules
+    from .config import load_config
+    from .loading import configured_module_ids
+
+    enabled: set[str] | None = None
+    if args.config:
+        try:
+            enabled = set(configured_module_ids(load_config(args.config)))
+        except ConfigError as exc:
+            _print_config_errors(exc)
+            return EX_CONFIG
+    for info in installed_modules():
+        for line in format_module(info, None if enabled is None else info.id in enabled):
+            print(line)
+    return 0
+
+
+def _control(args: argparse.Namespace, command: str) -> tuple[bool, str]:
+    from .config import load_config
+    from .control import client_socket_path, send_command
+
+    config = None
+    if args.config:
+        try:
+            config = load_config(args.config)
+        except ConfigError as exc:
+            _print_config_errors(exc)
+            raise SystemExit(EX_CONFIG) from None
+    return send_command(client_socket_path(args.socket, config), command, timeout=args.timeout)
+
+
+def cmd_status(args: argparse.Namespace) -> int:
+    import json
+
+    ok, text = _control(args, "status")
+    if not ok:
+        print(f"uun-gateway status: {text}", file=sys.stderr)
+        return 1
+    try:
+        print(json.dumps(json.loads(text), indent=2))
+    except ValueError:
+        print(text)
+    return 0
+
+
+def cmd_reload(args: argparse.Namespace) -> int:
+    ok, text = _control(args, "reload")
+    if not ok:
+        print(f"uun-gateway reload: {text}", file=sys.stderr)
+        return EX_CONFIG if text.startswith("reload refused") else 1
+    print(text)
+    return 0
+
+
+def _add_control_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--socket",
+        metavar="PATH",
+        help="the gateway's command socket (default: gateway.socket.path of -c FILE, else "
+        "$RUNTIME_DIRECTORY/control.sock, else /run/uun-gateway/control.sock if it exists, else ./uun-gateway.sock)",
+    )
+    parser.add_argument("-c", "--config", metavar="FILE", help="the config file whose gateway.socket.path to use")
+    parser.add_argument("--timeout", type=float, default=30.0, metavar="S", help="seconds to wait for the answer (30)")
 
 
 def cmd_storage(args: argparse.Namespace) -> int:
@@ -153,7 +224,9 @@ def build_parser(plugins: Collection[str] | None = None) -> argparse.ArgumentPar
     parser.add_argument("--version", action="version", version=f"uun-gateway {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
 
-    run = sub.add_parser("run", help="run the gateway in the foreground until SIGTERM/SIGINT")
+    run = sub.add_parser(
+        "run", help="run the gateway in the foreground until SIGTERM/SIGINT; SIGHUP re-reads the config file"
+    )
     run.add_argument("-c", "--config", required=True, help="the JSON config file")
     run.add_argument(
         "--log-level",
@@ -190,6 +263,23 @@ def build_parser(plugins: Collection[str] | None = None) -> argparse.ArgumentPar
     storage.add_argument("-o", "--output", metavar="OUT", help="with 'export': write OUT (0600) instead of stdout")
     storage.set_defaults(func=cmd_storage)
 
+    modules = sub.add_parser(
+        "modules",
+        help="list the installed modules: description, config keys, timers, and with -c whether a config enables them",
+    )
+    modules.add_argument("-c", "--config", metavar="FILE", help="say which modules this config file enables")
+    modules.set_defaults(func=cmd_modules)
+
+    status = sub.add_parser("status", help="ask the running gateway for its status (over its command socket)")
+    _add_control_arguments(status)
+    status.set_defaults(func=cmd_status)
+
+    reload = sub.add_parser(
+        "reload", help="make the running gateway re-read its config file and apply it (as SIGHUP does)"
+    )
+    _add_control_arguments(reload)
+    reload.set_defaults(func=cmd_reload)
+
     commands = Commands(sub)
     for name, entry_point in command_entry_points().items():
         if plugins is not None and name not in plugins:
@@ -218,7 +308,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.command == "run":
             configure_logging(args.log_level)
             watch.start()
-            code = cmd_run(args, watch.stop)
+            code = cmd_run(args, watch.stop, watch.reloads)
             # as the program, exit with the stop signals still blocked: one arriving after the stop
             # cannot kill the process and change its exit code
             watch.close(keep_blocked=argv is None)

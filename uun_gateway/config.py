@@ -20,6 +20,7 @@ import jsonschema
 from .alarmschema import ALARMS_SCHEMA
 from .errors import ConfigError
 from .files import atomic_write
+from .priority import PRIORITY_SCHEMA
 
 #: Upper bounds: a value beyond them validates as a number but cannot be scheduled or waited for
 #: (``OverflowError: timestamp out of range``), and is a typo anyway.
@@ -93,6 +94,7 @@ CORE_GATEWAY_SCHEMA: dict[str, Any] = {
         "description": f"seconds a handler may run before the gateway counts as hung (a number > 0, at most {YEAR})",
     },
     "nondecrementalUpdate": {"type": "boolean", "description": "true or false"},
+    "modulePriority": PRIORITY_SCHEMA,
     "alarms": ALARMS_SCHEMA,
 }
 

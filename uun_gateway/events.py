@@ -141,9 +141,9 @@ def _declared(cls: type) -> list[tuple[str, _Mark]]:
 
 
 def declared_handlers(cls: type) -> list[tuple[str, str | None, str]]:
-    """``(event, timer id, method name)`` of the ``@on`` handlers class ``cls`` declares, without an
-    instance (handlers marked at run time on an instance are not known yet)."""
-    return [(mark.event, mark.name if mark.event == "tick" else None, name) for name, mark in _declared(cls)]
+    """``(event, timer id or command name, method name)`` of the ``@on`` handlers class ``cls``
+    declares, without an instance (handlers marked at run time on an instance are not known yet)."""
+    return [(mark.event, mark.name, name) for name, mark in _declared(cls)]
 
 
 def find_handlers(obj: object, _depth: int = 0) -> list[Handler]:

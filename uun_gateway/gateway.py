@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import functools
 import logging
 import os
 import sys
@@ -14,14 +13,16 @@ from pathlib import Path
 from types import FrameType, TracebackType
 from typing import TYPE_CHECKING, Any
 
+from . import status
 from .config import load_config, normalized, read_saved_update, save_update, saved_update_path, value_errors
 from .errors import ConfigApplyError, ConfigError
 from .handlers import HandlerRunner
+from .liveset import LiveSet
 from .loading import LoadedModule, ModuleInit, TimerKey, load_modules
+from .priority import describe_order
 from .signals import StopRequest, exit_code_for, signal_name
 from .storage import state_directory
 from .timers import RepeatTimer
-from .timestamps import iso_utc
 
 if TYPE_CHECKING:
     from .alarmservice import AlarmService
@@ -92,6 +93,7 @@ class Gateway(AbstractContextManager["Gateway"]):
         self._runner = HandlerRunner()
 
         self._set = load_modules(self.config, module_init, self._source, strict=strict)
+        self._live = LiveSet(self, DEFAULT_STOP_TIMEOUT)  # orders the modules by priority
         self._modules: list[LoadedModule] = self._set.modules
         self.uuapp_client = self._set.uuclient
         for loaded in self._modules:
@@ -121,8 +123,7 @@ class Gateway(AbstractContextManager["Gateway"]):
             if rule.module not in ids:
                 logger.warning("alarm rule %s watches module %r, which is not loaded", rule.name, rule.module)
         for loaded in self._modules:
-            for handler in loaded.of("alarm"):
-                service.subscribe(functools.partial(self._runner.call, loaded, handler))
+            self._live.subscribe_alarms(loaded)
         return service
 
     def publish(self, readings: Sequence[Reading]) -> None:
@@ -176,12 +177,14 @@ class Gateway(AbstractContextManager["Gateway"]):
             self.runev.set()
             self._signals.reset()
             self.started_at = time.monotonic()
+            logger.info("module start order (priority): %s", describe_order(self._modules, self.config["gateway"]))
             for loaded in self._modules:
+                evs = self._live.begin(loaded)
                 for handler in loaded.of("start"):
                     if handler.blocking:
-                        self._runner.call(loaded, handler, (self.runev, self.stopev))
+                        self._runner.call(loaded, handler, evs)
                     else:
-                        self._runner.start_in_thread(loaded, handler, (self.runev, self.stopev))
+                        self._runner.start_in_thread(loaded, handler, evs)
             for timer in self._timers.values():
                 timer.start()
             if self.alarms is not None:
@@ -220,6 +223,7 @@ class Gateway(AbstractContextManager["Gateway"]):
             self.runev.clear()
             self.stopping.set()
             self.stopev.set()
+            self._live.end_all()
             for timer in self._timers.values():
                 timer.stop(block=False)
             for timer in self._timers.values():
@@ -278,39 +282,18 @@ class Gateway(AbstractContextManager["Gateway"]):
     # -- status ----------------------------------------------------------------------------------
 
     def health(self) -> dict[str, Any]:
-        """A JSON-ready summary: uptime, the last config error, and per module: stored entries (None
-        when its storage was not opened), last successful send (ISO 8601 UTC), handler errors, send
-        failures, skipped timer ticks and the last error; with ``gateway.alarms``, ``alarms``: every
-        alarm that is not normal."""
-        modules: dict[str, Any] = {}
-        for loaded in self._modules:
-            stats = loaded.stats
-            modules[loaded.id] = {
-                "stored": loaded.stored_count(),
-                "lastSendOk": iso_utc(stats.last_send_ok, "seconds") if stats.last_send_ok is not None else None,
-                "handlerErrors": stats.handler_errors,
-                "sendFailures": stats.send_failures,
-                "timerOverruns": sum(t.skipped for (mid, _), t in self._timers.items() if mid == loaded.id),
-                "lastError": stats.last_error,
-                "problem": stats.problem,
-            }
+        """A JSON-ready summary (see :func:`~uun_gateway.status.health`). Thread-safe."""
         uptime = time.monotonic() - self.started_at if self.started_at is not None else 0.0
-        health: dict[str, Any] = {"uptime": round(uptime, 1), "configError": self.config_error, "modules": modules}
-        if self.alarms is not None:
-            health["alarms"] = [alarm.to_dict() for alarm in self.alarms.alarms()]
-        return health
+        return status.health(self._modules, self._timers, uptime, self.config_error, self.alarms)
 
     def stalled(self, handler_timeout: float | None = None) -> list[str]:
-        """Reasons the running gateway is not making progress (empty when it is): timer threads that
-        died, handlers running longer than ``handler_timeout`` (default ``gateway.handlerTimeout``,
-        300 s), and problems modules reported (:meth:`ModuleStats.report_problem`). A stopped gateway
-        is never stalled."""
+        """Reasons the running gateway is not making progress, empty when it is (see
+        :func:`~uun_gateway.status.stalled`); the default ``handler_timeout`` is
+        ``gateway.handlerTimeout`` (300 s). A stopped gateway is never stalled."""
         if not self.runev.is_set():
             return []
         limit = handler_timeout or float(self.config["gateway"].get("handlerTimeout", DEFAULT_HANDLER_TIMEOUT))
-        now = time.monotonic()
-        reasons = [reason for timer in self._timers.values() if (reason := timer.stalled(limit, now))]
-        return reasons + [f"module {m.id}: {m.stats.problem}" for m in self._modules if m.stats.problem]
+        return status.stalled(self._modules, self._timers, limit, time.monotonic())
 
     # -- configuration updates -------------------------------------------------------------------
 
@@ -318,14 +301,16 @@ class Gateway(AbstractContextManager["Gateway"]):
         """Every problem ``config`` would have for the loaded modules (empty when valid). A
         ``remote`` config may not move a storage outside the state directory."""
         trusted, state_dir = (self.config, state_directory(self.config_path)) if remote else (None, None)
-        return value_errors(config) or self._set.check(normalized(config), trusted=trusted, state_dir=state_dir)
+        return value_errors(config) or self._live.check(normalized(config), trusted=trusted, state_dir=state_dir)
 
     def reconfigure(self, new_config: Mapping[str, Any], *, save: bool = True, remote: bool = True) -> bool:
         """Validate, apply and (``save``) persist a new configuration; return False if it equals the
         current one.
 
         Applying replaces every module's section, re-times the timers and runs the ``@on("update")``
-        handlers in module order; then the config is saved atomically (see
+        handlers in module order; modules the change enables, disables, or whose section changed
+        and who do not update in place are added, removed or restarted while the others keep running
+        (see :mod:`~uun_gateway.liveset`); then the config is saved atomically (see
         :func:`~uun_gateway.config.save_update`). All or nothing: if validation fails nothing
         changes (:class:`ConfigError`); if any step of applying or the save fails, the previous
         config is applied again and :class:`ConfigApplyError` is raised. :attr:`config_error`
@@ -351,7 +336,7 @@ class Gateway(AbstractContextManager["Gateway"]):
                     failure = f"saving {target} failed: {exc}"
             if failure is not None:
                 logger.error("config update failed (%s); rolling back to the previous config", failure)
-                if self._apply(old) is not None:
+                if self._apply(old, rollback=True) is not None:
                     logger.error("the previous config's update handlers failed too while rolling back")
                 self.config_error = failure
                 raise ConfigApplyError([f"{failure}; rolled back to the previous config"], "remote config")
@@ -359,9 +344,11 @@ class Gateway(AbstractContextManager["Gateway"]):
             logger.info("config updated%s", f" and saved to {target}" if target else "")
             return True
 
-    def _apply(self, config: dict[str, Any]) -> str | None:
+    def _apply(self, config: dict[str, Any], *, rollback: bool = False) -> str | None:
         """Make ``config`` the one in effect; the failure (None: none) for :meth:`reconfigure` to
-        roll back. Never raises: a failure half-way is rolled back like a failing handler."""
+        roll back. Never raises: a failure half-way is rolled back like a failing handler. The
+        module set is changed by :meth:`LiveSet.apply <uun_gateway.liveset.LiveSet.apply>`
+        (``rollback``: starting again the modules the failed change stopped)."""
         try:
             if config["gateway"].get("alarms") != self.config["gateway"].get("alarms"):
                 if self.alarms is not None:
@@ -370,25 +357,17 @@ class Gateway(AbstractContextManager["Gateway"]):
                     service = self._start_alarms(config["gateway"])
                     if self.runev.is_set():
                         service.start()
-            self.config = config
-            for loaded in self._modules:
-                loaded.replace_config(config["gateway"])
-            for key, spec in self._set.timers(config).items():
-                timer = self._timers[key]
-                if spec.period != timer.period:
-                    logger.info("timer %s: period %gs -> %gs", timer.name, timer.period, spec.period)
-                    timer.period = spec.period
+            return self._live.apply(config, rollback=rollback)
         except Exception as exc:
             logger.exception("applying the config failed")
             return f"applying failed: {type(exc).__name__}: {exc}"
-        section = config["gateway"]
-        failures = [
-            f"{h.name} failed"
-            for m in self._modules
-            for h in m.of("update")
-            if not self._runner.call(m, h, *((section,) if h.with_config else ()))
-        ]
-        return "; ".join(failures) or None
+
+    def reload(self) -> str:
+        """Re-read the config file (and the saved remote update over it, as at start) and apply it
+        like :meth:`reconfigure` (not saved again). Returns what changed ("no change" when nothing
+        did); raises :class:`ConfigError` listing the file's problems, or :class:`ConfigApplyError`
+        when applying failed and the previous config is back. Thread-safe."""
+        return self._live.reload()
 
 
 def _log_in_signal_handler(level: int, message: str, *args: object) -> None:

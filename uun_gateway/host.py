@@ -50,6 +50,8 @@ class ModuleHost(Protocol):
     - :meth:`health`: a JSON-ready status summary (see :meth:`Gateway.health`);
     - :meth:`reconfigure`: validate, apply and persist a new configuration (see
       :meth:`Gateway.reconfigure`; raises :class:`~uun_gateway.errors.ConfigError`);
+    - :meth:`reload`: re-read the config file and apply it; returns what changed (see
+      :meth:`Gateway.reload`; raises :class:`~uun_gateway.errors.ConfigError`);
     - :meth:`publish`: hand stored readings to the alarm rules and reading listeners
       (:meth:`Module.publish <uun_gateway.module.Module.publish>` calls it).
 
@@ -74,5 +76,7 @@ class ModuleHost(Protocol):
     def health(self) -> dict[str, Any]: ...
 
     def reconfigure(self, new_config: Mapping[str, Any], *, save: bool = True) -> bool: ...
+
+    def reload(self) -> str: ...
 
     def publish(self, readings: Sequence[Reading]) -> None: ...

@@ -21,6 +21,7 @@ from .events import Handler, declared_handlers, find_handlers
 from .host import SERVICE_IDS, ModuleHost
 from .module import Module, ModuleStats
 from .plugins import available_module_ids, load_module_class
+from .priority import class_priority
 from .storage import state_directory, storage_location_errors, storage_setting_key
 
 if TYPE_CHECKING:
@@ -61,9 +62,14 @@ class LoadedModule:
     """A loaded module as the host sees it, whatever its class.
 
     ``instance`` is the module object itself (what ``Gateway.modules`` lists); ``handlers`` its
-    ``@on`` handlers; ``stats`` its counters; ``config_schema`` and ``timer_defaults`` what it
-    declares. The methods are what the host does with a module; this base class is the adapter of a
-    plain class, which has no storage the host manages and keeps its config itself.
+    ``@on`` handlers; ``stats`` its counters; ``config_schema``, ``timer_defaults`` and ``priority``
+    (see :mod:`~uun_gateway.priority`) what it declares. ``updates_in_place``: whether a changed
+    section of its own is applied to the running module (its ``@on("update")`` handlers) rather than
+    by restarting it; the class attribute ``updates_in_place`` when it sets one, else whether it has
+    ``@on("update")`` handlers (a module given by ``module_init``, which cannot be constructed again:
+    True). ``given``: it came from ``module_init``. The methods are what the host does with a module;
+    this base class is the adapter of a plain class, which has no storage the host manages and keeps
+    its config itself.
     """
 
     def __init__(
@@ -81,6 +87,16 @@ class LoadedModule:
         self.stats = stats if stats is not None else ModuleStats()
         self.config_schema = config_schema
         self.timer_defaults: Mapping[str | None, float] = dict(timer_defaults or {})
+        self.priority = class_priority(instance)
+        self.given = False
+        declared = getattr(instance, "updates_in_place", None)
+        self._declared_in_place = declared if isinstance(declared, bool) else None
+
+    @property
+    def updates_in_place(self) -> bool:
+        if self._declared_in_place is not None:
+            return self._declared_in_place
+        return self.given or bool(self.of("update"))
 
     def of(self, event: str) -> list[Handler]:
         """The handlers of ``event``, in class definition order."""
@@ -375,14 +391,13 @@ def unknown_id_errors(
     for mid in configured_module_ids(config, strict=strict):
         if mid not in loaded:
             where = "moduleTimers." if isinstance(timers, Mapping) and mid in timers else ""
-            hint = suggest(mid, known - {mid}) or (
-                " (installed, but loading a module needs a restart)" if mid in known else ""
-            )
+            hint = suggest(mid, known - {mid}) or (" (installed, but not loaded)" if mid in known else "")
             errors.append(f"gateway.{where}{mid}: no module has the id {mid!r}{hint}")
-    storages = gateway.get("moduleBackupStorage", {})
-    for mid in storages if isinstance(storages, Mapping) else ():
-        if mid not in loaded and mid not in SERVICE_IDS:
-            errors.append(f"gateway.moduleBackupStorage.{mid}: no module has the id {mid!r}{suggest(mid, known)}")
+    for key in ("moduleBackupStorage", "modulePriority"):
+        settings = gateway.get(key, {})
+        for mid in settings if isinstance(settings, Mapping) else ():
+            if mid not in loaded and not (key == "moduleBackupStorage" and mid in SERVICE_IDS):
+                errors.append(f"gateway.{key}.{mid}: no module has the id {mid!r}{suggest(mid, known)}")
     return errors
 
 
@@ -449,6 +464,8 @@ def _user_modules(
         result = _construct("module_init", module_init, config, uuclient)
     instances = list(result) if isinstance(result, (list, tuple)) else ([] if result is None else [result])
     modules = [adapt(instance) for instance in instances]
+    for loaded in modules:
+        loaded.given = True
     seen: set[str] = set()
     for loaded in modules:
         if loaded.id in seen:

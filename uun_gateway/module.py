@@ -77,7 +77,12 @@ class Module:
     - ``id``: the module id; by default the class name with its first letter lowercased;
     - ``config_schema``: JSON Schema of ``gateway.<id>``, composed into the config schema;
     - ``timer_defaults``: default periods of its tick timers (key ``None`` for a plain ``@on("tick")``),
-      used when ``gateway.moduleTimers.<id>`` does not name them.
+      used when ``gateway.moduleTimers.<id>`` does not name them;
+    - ``priority``: a number ordering the start (ascending) and stop (descending) of modules, when
+      ``gateway.modulePriority.<id>`` does not set one (default 0; see :mod:`uun_gateway.priority`);
+    - ``updates_in_place``: whether a changed ``gateway.<id>`` section is applied to the running
+      module (by its ``@on("update")`` handlers) instead of restarting it (default: whether it has
+      ``@on("update")`` handlers; see :mod:`uun_gateway.liveset`).
 
     Set by the host that loads the module (:meth:`attach`): ``gateway``, a
     :class:`~uun_gateway.host.ModuleHost` (None outside a gateway). ``stats`` holds the module's

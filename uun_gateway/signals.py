@@ -1,8 +1,9 @@
-"""The stop-signal policy shared by :meth:`Gateway.signal_handler` and ``uun-gateway run``.
+"""The signal policy shared by :meth:`Gateway.signal_handler` and ``uun-gateway run``.
 
 SIGINT, SIGTERM and SIGUSR2 stop and exit 0; SIGUSR1 stops and exits 1 (uun-iot's meanings). The
 first of them requests the stop; any later one, while stopping, is counted and ignored, so stop
-handlers never run twice.
+handlers never run twice. In ``uun-gateway run`` SIGHUP re-reads the config file
+(:class:`ReloadRequests`).
 """
 
 from __future__ import annotations
@@ -10,8 +11,13 @@ from __future__ import annotations
 import logging
 import signal
 import threading
+from collections.abc import Callable
+
+from .errors import UunGatewayError
 
 STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGUSR1, signal.SIGUSR2)
+RELOAD_SIGNAL = signal.SIGHUP
+WATCHED_SIGNALS = (*STOP_SIGNALS, RELOAD_SIGNAL)
 
 
 def exit_code_for(sig: int) -> int:
@@ -58,16 +64,18 @@ class StopRequest:
 class SignalWatch:
     """Stop signals handled from the moment :meth:`block` returns to :meth:`close`, with no window.
 
-    :meth:`block` blocks :data:`STOP_SIGNALS` in the calling thread, and so in every thread it starts
-    afterwards: a signal that arrives then stays pending, never lost and never handled in the middle
-    of other code (a signal handler interrupting a write to stderr can lose the signal). :meth:`start`
-    runs a thread that takes them with :func:`signal.sigwait` and feeds :attr:`stop`, logging each one
-    as an ordinary thread. :meth:`close` ends that thread, consumes signals still pending (counted as
+    :meth:`block` blocks :data:`WATCHED_SIGNALS` (the stop signals and SIGHUP) in the calling thread,
+    and so in every thread it starts afterwards: a signal that arrives then stays pending, never lost
+    and never handled in the middle of other code (a signal handler interrupting a write to stderr
+    can lose the signal). :meth:`start` runs a thread that takes them with :func:`signal.sigwait` and
+    feeds :attr:`stop` (SIGHUP: :attr:`reloads`), logging each one as an ordinary thread.
+    :meth:`close` ends that thread and the reloads, consumes signals still pending (counted as
     ignored: the stop is done) and restores the previous signal mask.
     """
 
     def __init__(self, logger: logging.Logger) -> None:
         self.stop = StopRequest()
+        self.reloads = ReloadRequests(logger)
         self._logger = logger
         self._previous: set[int] | None = None
         self._thread: threading.Thread | None = None
@@ -76,7 +84,7 @@ class SignalWatch:
     @classmethod
     def block(cls, logger: logging.Logger) -> SignalWatch:
         watch = cls(logger)
-        watch._previous = {int(s) for s in signal.pthread_sigmask(signal.SIG_BLOCK, STOP_SIGNALS)}
+        watch._previous = {int(s) for s in signal.pthread_sigmask(signal.SIG_BLOCK, WATCHED_SIGNALS)}
         return watch
 
     def start(self) -> None:
@@ -86,9 +94,12 @@ class SignalWatch:
 
     def _take(self) -> None:
         while True:
-            sig = signal.sigwait(STOP_SIGNALS)
+            sig = signal.sigwait(WATCHED_SIGNALS)
             if self._closing:
                 return
+            if sig == RELOAD_SIGNAL:
+                self.reloads.request()
+                continue
             if self.stop.receive(sig):
                 self._logger.info("%s received, stopping", signal_name(sig))
             else:
@@ -105,8 +116,57 @@ class SignalWatch:
             thread.join()
         if self._previous is None:
             return
-        while signal.sigtimedwait(STOP_SIGNALS, 0) is not None:
+        self.reloads.close()
+        while signal.sigtimedwait(WATCHED_SIGNALS, 0) is not None:
             self.stop.ignored += 1
         if not keep_blocked:
             signal.pthread_sigmask(signal.SIG_SETMASK, self._previous)
         self._previous = None
+
+
+class ReloadRequests:
+    """SIGHUP in ``uun-gateway run``: re-read the config file and apply it (:meth:`Gateway.reload`).
+
+    :meth:`request` only sets an event, so it is safe inside a signal handler; the reload runs in a
+    thread of its own (``reload``) started by :meth:`start`, one at a time; requests that arrive
+    during a reload are coalesced into one more. A request before :meth:`start` waits for it. The
+    outcome is logged: what changed, or the errors (the running config is kept). :meth:`close`
+    ends the thread (after a reload under way) and is idempotent.
+    """
+
+    def __init__(self, logger: logging.Logger) -> None:
+        self._logger = logger
+        self._pending = threading.Event()
+        self._closing = False
+        self._thread: threading.Thread | None = None
+        self._reload: Callable[[], str] | None = None
+
+    def request(self) -> None:
+        self._pending.set()
+
+    def start(self, reload: Callable[[], str]) -> None:
+        self._reload = reload
+        self._thread = threading.Thread(target=self._run, name="reload", daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        assert self._reload is not None
+        while True:
+            self._pending.wait()
+            if self._closing:
+                return
+            self._pending.clear()
+            self._logger.info("%s received: re-reading the config", signal_name(RELOAD_SIGNAL))
+            try:
+                self._logger.info("config reloaded: %s", self._reload())
+            except UunGatewayError as exc:
+                self._logger.error("config not reloaded, the running config is kept:\n%s", exc)
+            except Exception:
+                self._logger.exception("config reload failed; the running config is kept")
+
+    def close(self) -> None:
+        thread, self._thread = self._thread, None
+        self._closing = True
+        self._pending.set()
+        if thread is not None and thread is not threading.current_thread():
+            thread.join()

@@ -18,7 +18,7 @@ from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager, suppress
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, NoReturn
+from typing import Any, NamedTuple, NoReturn
 
 from .errors import StorageError
 
@@ -59,6 +59,24 @@ class Entry:
     id: int
     data: Any
     created: float
+
+
+class RawEntry(NamedTuple):
+    """One stored entry as it is kept, not decoded (what :meth:`Storage.oldest_raw` returns).
+
+    ``payload`` is the entry's compact JSON text (UTF-8, ASCII-only, no NaN/Infinity: what
+    ``json.dumps(data, separators=(",", ":"), allow_nan=False)`` gave when it was stored), ready to
+    be spliced into a larger JSON document as is; or, when ``is_bytes``, the ``bytes`` appended.
+    (A named tuple: a drain builds one per entry, and a tuple is the cheapest to build.)"""
+
+    id: int
+    created: float
+    payload: bytes
+    is_bytes: bool
+
+    def entry(self) -> Entry:
+        """The decoded :class:`Entry`. Raises :class:`ValueError` if the stored JSON is damaged."""
+        return Entry(self.id, self.payload if self.is_bytes else json.loads(self.payload), self.created)
 
 
 class StoredData(tuple[Any, ...]):
@@ -736,15 +754,32 @@ class Storage:
 
     # -- delivery --------------------------------------------------------------------------------
 
-    def oldest(self, limit: int) -> list[Entry]:
-        """Return up to ``limit`` of the oldest entries, oldest first, without removing them."""
+    def oldest(self, limit: int, after: int | None = None) -> list[Entry]:
+        """Return up to ``limit`` of the oldest entries, oldest first, without removing them; with
+        ``after``, only entries whose id is greater (a reader that has the entries up to ``after``
+        in flight reads on from there without reading them again)."""
+        return [_decode(row) for row in self._oldest_rows(limit, after)]
+
+    def oldest_raw(self, limit: int, after: int | None = None) -> list[RawEntry]:
+        """As :meth:`oldest`, but the entries as stored (:class:`RawEntry`): JSON payloads as their
+        encoded text, not decoded, so a sender can splice them into its message without decoding
+        and encoding each again."""
+        return [
+            RawEntry(entry_id, created, payload, kind == _BYTES)
+            for entry_id, created, kind, payload in self._oldest_rows(limit, after)
+        ]
+
+    def _oldest_rows(self, limit: int, after: int | None) -> list[tuple[int, float, int, bytes]]:
         with self.write_lock, self._errors("read entries"):
-            rows = (
-                self._conn()
-                .execute("SELECT id, created, kind, payload FROM entries ORDER BY id LIMIT ?", (limit,))
-                .fetchall()
-            )
-        return [_decode(row) for row in rows]
+            db = self._conn()
+            if after is None:
+                query = db.execute("SELECT id, created, kind, payload FROM entries ORDER BY id LIMIT ?", (limit,))
+            else:
+                query = db.execute(
+                    "SELECT id, created, kind, payload FROM entries WHERE id > ? ORDER BY id LIMIT ?", (after, limit)
+                )
+            rows: list[tuple[int, float, int, bytes]] = query.fetchall()
+        return rows
 
     def ack(self, ids: Iterable[int]) -> int:
         """Delete exactly the entries with these ids (delivered); unknown ids are ignored.
@@ -756,10 +791,17 @@ class Storage:
         if not id_list:
             return 0
         deleted = 0
+        # ids of another type (uun-iot callers) are deleted one by one, compared as SQLite compares them
+        runs = _runs(id_list) if all(type(i) is int for i in id_list) else [(i, i) for i in id_list]
         with self._transaction("delete delivered entries", by_id=True) as db:
             top = db.execute("SELECT MAX(id) FROM entries").fetchone()[0]
-            for start in range(0, len(id_list), 500):
-                chunk = id_list[start : start + 500]
+            # a delivered batch is mostly one run of consecutive ids: one range delete for it
+            ranges = [(first, last) for first, last in runs if last > first]
+            if ranges:
+                deleted += db.executemany("DELETE FROM entries WHERE id BETWEEN ? AND ?", ranges).rowcount
+            singles = [first for first, last in runs if last == first]
+            for start in range(0, len(singles), 500):
+                chunk = singles[start : start + 500]
                 marks = ",".join("?" * len(chunk))
                 deleted += db.execute(f"DELETE FROM entries WHERE id IN ({marks})", chunk).rowcount
             self._note_top_removed(db, top)
@@ -987,6 +1029,17 @@ def storage_command(path: str, file: str | None, *, show: int, output: str | Non
         return 1
     finally:
         storage.close()
+
+
+def _runs(ids: Iterable[int]) -> list[tuple[int, int]]:
+    """The distinct ``ids`` as runs of consecutive integers ``(first, last)``, ascending."""
+    runs: list[tuple[int, int]] = []
+    for i in sorted(set(ids)):
+        if runs and runs[-1][1] == i - 1:
+            runs[-1] = (runs[-1][0], i)
+        else:
+            runs.append((i, i))
+    return runs
 
 
 def _encode(data: Any, now: float, storage_id: str = "") -> tuple[float, int, bytes]:

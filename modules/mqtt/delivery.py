@@ -29,9 +29,9 @@ import time
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
 
-from uun_gateway import Backoff, Deadline, Entry, StateLog, Storage, iso_utc
+from uun_gateway import Backoff, Deadline, StateLog, Storage, iso_utc
+from uun_gateway.storage import RawEntry
 
 from .schema import Settings, SourceSettings
 
@@ -51,7 +51,10 @@ class SourceWindow:
 
     settings: SourceSettings
     inflight_ids: set[int] = field(default_factory=set)
-    ahead: deque[Entry] = field(default_factory=deque)
+    ahead: deque[RawEntry] = field(default_factory=deque)
+    cursor: int | None = None
+    """The newest id read (in flight, acknowledged or ahead); every older stored entry is one of
+    those, so the next read starts after it. None: read from the oldest, skipping ``inflight_ids``."""
     messages: int = 0
     delivered: int = 0
     resent: int = 0
@@ -64,6 +67,7 @@ class SourceWindow:
         """Drop what is in flight and read ahead: it will be read again from the storage."""
         self.inflight_ids.clear()
         self.ahead.clear()
+        self.cursor = None
 
 
 @dataclass(frozen=True)
@@ -147,6 +151,7 @@ class Delivery:
             window.inflight_ids.difference_update(flight.ids)
             window.refused += 1
             window.ahead.clear()
+            window.cursor = None  # the refused entries are older than the cursor: read from the oldest
             wait = window.backoff.failed()
             assert window.log is not None
             window.log.failed(
@@ -256,22 +261,31 @@ class Delivery:
             window.inflight_ids.update(ids)
         return True
 
-    def _next_batch(self, window: SourceWindow, storage: Storage, limit: int) -> list[Entry]:
+    def _next_batch(self, window: SourceWindow, storage: Storage, limit: int) -> list[RawEntry]:
         size = window.settings.batch_size
         if not window.ahead:
             if len(storage) <= len(window.inflight_ids):
                 return []
-            # Read a whole window ahead: the entries in flight come first (they are the oldest) and
-            # are read again, so reading a window's worth of fresh ones keeps that to one in two.
+            # Read a whole window ahead, as stored (JSON payloads are spliced into the message, not
+            # decoded), on from the newest id already read; without a cursor, from the oldest,
+            # skipping what is in flight.
+            want = size * max(1, limit)
             try:
-                rows = storage.oldest(len(window.inflight_ids) + size * max(1, limit))
+                if window.cursor is None:
+                    rows = storage.oldest_raw(len(window.inflight_ids) + want)
+                    fresh = [e for e in rows if e.id not in window.inflight_ids]
+                else:
+                    rows = fresh = storage.oldest_raw(want, after=window.cursor)
             except Exception as exc:
                 assert window.log is not None
                 window.log.failed(f"cannot read the storage: {exc}", state="storage", level=logging.ERROR)
                 window.backoff.failed()
                 return []
-            window.ahead.extend(e for e in rows if e.id not in window.inflight_ids)
-        batch: list[Entry] = []
+            window.ahead.extend(fresh)
+            # Caught up (a short read): read from the oldest next time, so an entry stored in front
+            # (merge(new_data=False), ids below the cursor) is not passed over.
+            window.cursor = rows[-1].id if rows and len(fresh) == want else None
+        batch: list[RawEntry] = []
         while window.ahead and len(batch) < size:
             batch.append(window.ahead.popleft())
         return batch
@@ -305,19 +319,19 @@ class Delivery:
         return out
 
 
-def encode(gateway_id: str, source: str, storage_id: str, batch: list[Entry]) -> bytes:
-    """The JSON message of one batch (see the module docstring)."""
-    entries: list[dict[str, Any]] = []
-    stamps: dict[float, str] = {}  # entries stored together share their time: format it once
+def encode(gateway_id: str, source: str, storage_id: str, batch: list[RawEntry]) -> bytes:
+    """The JSON message of one batch (see the module docstring). Stored JSON payloads are spliced
+    in as they are (compact JSON text, no NaN); ``bytes`` entries are base64-encoded."""
+    head = json.dumps({"gatewayId": gateway_id, "source": source, "storageId": storage_id}, separators=(",", ":"))
+    parts: list[bytes] = []
+    stamps: dict[float, bytes] = {}  # entries stored together share their time: format it once
     for e in batch:
         created = stamps.get(e.created)
         if created is None:
-            created = stamps[e.created] = iso_utc(e.created)
-        if isinstance(e.data, bytes):
-            entries.append(
-                {"id": e.id, "created": created, "data": base64.b64encode(e.data).decode(), "encoding": "base64"}
-            )
+            created = stamps[e.created] = iso_utc(e.created).encode()
+        if e.is_bytes:
+            data = base64.b64encode(e.payload)
+            parts.append(b'{"id":%d,"created":"%b","data":"%b","encoding":"base64"}' % (e.id, created, data))
         else:
-            entries.append({"id": e.id, "created": created, "data": e.data})
-    doc = {"gatewayId": gateway_id, "source": source, "storageId": storage_id, "entries": entries}
-    return json.dumps(doc, separators=(",", ":"), allow_nan=False).encode()
+            parts.append(b'{"id":%d,"created":"%b","data":%b}' % (e.id, created, e.payload))
+    return head[:-1].encode() + b',"entries":[' + b",".join(parts) + b"]}"
