@@ -297,3 +297,20 @@ def test_files_and_module_ids_a_section_names_are_checked(tmp_path: Path) -> Non
     text = "\n".join(info.value.errors)
     assert f'gateway.referrer.caBundle: "{tmp_path / "nope.pem"}": no such file; expected a CA file' in text
     assert 'gateway.referrer.sources: "onewir": no loaded module has this id' in text
+
+
+def test_a_missing_uuapp_ca_bundle_is_a_config_error(tmp_path: Path) -> None:
+    from uun_gateway import ConfigError, Gateway
+
+    config = {
+        "gateway": {},
+        "uuApp": {
+            "gateway": "https://127.0.0.1:9",
+            "uuAppName": "app",
+            "awid": "awid0",
+            "caBundle": str(tmp_path / "missing-ca.pem"),
+        },
+    }
+    with pytest.raises(ConfigError) as raised:
+        Gateway(config)
+    assert any(e.startswith("uuApp.caBundle:") and "no such file" in e for e in raised.value.errors), raised.value

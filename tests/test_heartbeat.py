@@ -75,7 +75,7 @@ def test_online_offline_transitions_are_logged_once(
     fake: FakeUuApp, tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
     config = gateway_config(fake, tmp_path, moduleTimers={"sensor": 3600, "heartbeat": 3600})
-    with caplog.at_level(logging.INFO, "uun_gateway.module.heartbeat"):
+    with caplog.at_level(logging.INFO, "uun_gateway.modules.heartbeat"):
         with gateway_with_heartbeat(config) as (_, _sensor, heartbeat):
             heartbeat.beat()
             heartbeat.beat()

@@ -28,7 +28,7 @@ def test_broker_down_at_start_is_logged_once_and_everything_arrives_later(
     tmp_path: Path, broker_factory: BrokerFactory, caplog: pytest.LogCaptureFixture
 ) -> None:
     port = free_port()
-    caplog.set_level(logging.INFO, "uun_gateway.module.mqtt")
+    caplog.set_level(logging.INFO, "uun_gateway.modules.mqtt")
     with running(tmp_path, mqtt_section(port)) as (_, mqtt, sensor):
         sensor.storage.extend(range(500))
         assert mqtt.link is not None
@@ -93,7 +93,7 @@ def test_frozen_broker_is_detected_by_keepalive_and_delivery_resumes(
     tmp_path: Path, broker_factory: BrokerFactory, caplog: pytest.LogCaptureFixture
 ) -> None:
     broker = broker_factory()
-    caplog.set_level(logging.INFO, "uun_gateway.module.mqtt")
+    caplog.set_level(logging.INFO, "uun_gateway.modules.mqtt")
     with (
         Subscriber(broker.port, [DATA_TOPIC]) as sub,
         running(tmp_path, mqtt_section(broker.port, keepalive=5, connectTimeout=2)) as (_, mqtt, sensor),

@@ -57,7 +57,7 @@ def test_a_certificate_of_another_ca_is_refused_logged_once_and_nothing_is_lost(
 ) -> None:
     broker = tls_broker(broker_factory, test_ca)
     section = mqtt_section(broker.port, tls={"caFile": str(test_ca.other_ca)})
-    caplog.set_level(logging.WARNING, "uun_gateway.module.mqtt")
+    caplog.set_level(logging.WARNING, "uun_gateway.modules.mqtt")
     with running(tmp_path, section) as (_, mqtt, sensor):
         sensor.storage.extend(range(20))
         assert mqtt.link is not None
@@ -110,7 +110,7 @@ def test_a_bad_password_backs_off_and_is_logged_once(
     broker = broker_factory(users={"gw1": "s3cret"})
     (tmp_path / "pw").write_text("wrong\n")
     section = mqtt_section(broker.port, username="gw1", passwordFile=str(tmp_path / "pw"), protocol="5")
-    caplog.set_level(logging.WARNING, "uun_gateway.module.mqtt")
+    caplog.set_level(logging.WARNING, "uun_gateway.modules.mqtt")
     with running(tmp_path, section) as (_, mqtt, sensor):
         sensor.storage.extend(range(5))
         assert mqtt.link is not None
@@ -131,7 +131,7 @@ def test_a_topic_the_acl_denies_keeps_its_entries_and_others_flow(
     acl += "topic readwrite uun/gw1/data/sensor\ntopic read #\n"
     broker = broker_factory(acl=acl)
     section = mqtt_section(broker.port, protocol="5", sources={"sensor": {}, "other": {"topic": "data/secret"}})
-    caplog.set_level(logging.WARNING, "uun_gateway.module.mqtt")
+    caplog.set_level(logging.WARNING, "uun_gateway.modules.mqtt")
     with (
         Subscriber(broker.port, ["uun/gw1/#"]) as sub,
         running(tmp_path, section, Other) as (gateway, mqtt, sensor),
@@ -155,7 +155,7 @@ def test_a_missing_password_file_is_named_and_retried_with_backoff(
     broker = broker_factory(users={"gw1": "s3cret"})
     missing = tmp_path / "no-such-password"
     section = mqtt_section(broker.port, username="gw1", passwordFile=str(missing))
-    caplog.set_level(logging.WARNING, "uun_gateway.module.mqtt")
+    caplog.set_level(logging.WARNING, "uun_gateway.modules.mqtt")
     with running(tmp_path, section) as (_, mqtt, sensor):
         sensor.storage.extend(range(3))
         assert mqtt.link is not None

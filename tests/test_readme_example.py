@@ -161,5 +161,5 @@ def test_the_readme_config_schema_and_timer_defaults_apply(project: Path) -> Non
 def test_the_readme_library_mode_program_runs_until_sigterm_with_logging(project: Path) -> None:
     python = str(project.parent / "venv" / "bin" / "python")
     output = run_until_stored([python, "run_weather.py"], project)
-    assert "INFO    uun_gateway.module.weatherConditions: stored {" in output, output
+    assert "INFO    uun_gateway.modules.weatherConditions: stored {" in output, output
     assert "gateway stopped" in output, output

@@ -21,7 +21,7 @@ def test_a_failing_ack_backs_off_and_logs_once(
 ) -> None:
     config = upload_config(fake, tmp_path, period=3600, backoffInitial=0.3, backoffMax=0.3)
     with (
-        caplog.at_level(logging.INFO, "uun_gateway.module.upload"),
+        caplog.at_level(logging.INFO, "uun_gateway.modules.upload"),
         running(config, start=False) as (_, sensor, upload),
     ):
         ids = sensor.storage.extend([{"n": i} for i in range(5)])
@@ -41,7 +41,7 @@ def test_a_failing_ack_backs_off_and_logs_once(
         upload.drain()
         assert len(sensor.storage) == 0
         assert [item["id"] for r in fake.for_cmd(UPLOAD) for item in r.dto["data"]] == ids + ids
-    messages = [r.getMessage() for r in caplog.records if r.name == "uun_gateway.module.upload"]
+    messages = [r.getMessage() for r in caplog.records if r.name == "uun_gateway.modules.upload"]
     assert len(messages) == 2, messages
     assert "could not be removed from storage" in messages[0] and "disk is full" in messages[0]
     assert messages[1] == "upload of sensor: works again after 1 failure(s)"

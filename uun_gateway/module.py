@@ -85,8 +85,10 @@ class Module:
       ``@on("update")`` handlers; see :mod:`uun_gateway.liveset`).
 
     Set by the host that loads the module (:meth:`attach`): ``gateway``, a
-    :class:`~uun_gateway.host.ModuleHost` (None outside a gateway). ``stats`` holds the module's
-    counters. Constructing a module does no I/O (the storage is opened on first use); it raises
+    :class:`~uun_gateway.host.ModuleHost` (None outside a gateway). ``logger`` is
+    ``uun_gateway.modules.<id>`` (the loggers of a built-in module package's parts are its
+    children, so one name filters a module's records). ``stats`` holds the module's counters.
+    Constructing a module does no I/O (the storage is opened on first use); it raises
     :class:`ConfigError` when its section does not match ``config_schema``.
 
     Plugin command-line commands are registered apart from the class (entry-point group
@@ -124,7 +126,7 @@ class Module:
         self.gateway: ModuleHost | None = None
         self.stats = ModuleStats()
         self._own_stop = threading.Event()
-        self.logger = logging.getLogger(f"uun_gateway.module.{self.id}")
+        self.logger = logging.getLogger(f"uun_gateway.modules.{self.id}")
         self._storage_lock = threading.Lock()
         self._storage_enabled = storage is not False
         self._storage_obj: Storage | None = storage if isinstance(storage, Storage) else None

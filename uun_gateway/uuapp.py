@@ -102,7 +102,7 @@ UUAPP_SCHEMA: dict[str, Any] = {
                 "awid": _NAME,
                 "uuCmdList": {"type": "object", "additionalProperties": {"type": "string", "minLength": 1}},
                 "timeout": _TIMEOUT,
-                "caBundle": {"type": "string", "minLength": 1},
+                "caBundle": {"type": "string", "minLength": 1, "format": "existing-file"},
                 "maxAnswerBytes": {
                     "type": "integer",
                     "minimum": 1024,
@@ -132,7 +132,7 @@ UUAPP_SCHEMA: dict[str, Any] = {
                 "uuCmd": {"type": "string", "minLength": 1},
                 "tokenPath": {"type": "string", "minLength": 1},
                 "timeout": _TIMEOUT,
-                "caBundle": {"type": "string", "minLength": 1},
+                "caBundle": {"type": "string", "minLength": 1, "format": "existing-file"},
             },
             "additionalProperties": False,
         },
