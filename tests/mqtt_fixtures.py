@@ -344,6 +344,8 @@ class GatewayProcess:
         )
         assert self.proc.stdout is not None
         line = self.proc.stdout.readline()
+        if line.strip() == b"produced":  # the start handler may finish before start() returns
+            line = self.proc.stdout.readline()
         if line.strip() != b"started":
             self.kill()
             raise AssertionError(f"the gateway process did not start: {line!r}; see {log}")

@@ -118,18 +118,18 @@ def test_failover_to_the_second_broker_and_back(tmp_path: Path, broker_factory: 
     with Subscriber(second.port, [DATA_TOPIC]) as on_second, running(tmp_path, section) as (_, mqtt, sensor):
         with Subscriber(first.port, [DATA_TOPIC]) as on_first:
             sensor.storage.extend(range(100))
-            wait_for(lambda: len(on_first.ids(DATA_TOPIC)) == 100)
+            wait_for(lambda: len(on_first.ids(DATA_TOPIC)) == 100, timeout=30)
         port = first.port
         first.kill()
         sensor.storage.extend(range(100, 200))
-        wait_for(lambda: set(on_second.ids(DATA_TOPIC)) >= set(range(101, 201)), timeout=20)
+        wait_for(lambda: set(on_second.ids(DATA_TOPIC)) >= set(range(101, 201)), timeout=30)
         assert mqtt.link is not None and mqtt.link.broker is not None and mqtt.link.broker.port == second.port
         back = broker_factory(port=port)
         with Subscriber(back.port, [DATA_TOPIC]) as on_back:
             link = mqtt.link
-            wait_for(lambda: link.broker is not None and link.broker.port == port and mqtt.connected.is_set(), 20)
+            wait_for(lambda: link.broker is not None and link.broker.port == port and mqtt.connected.is_set(), 30)
             sensor.storage.extend(range(200, 300))
-            wait_for(lambda: set(on_back.ids(DATA_TOPIC)) >= set(range(201, 301)), timeout=20)
+            wait_for(lambda: set(on_back.ids(DATA_TOPIC)) >= set(range(201, 301)), timeout=30)
     assert len(sensor.storage) == 0  # what the stop's last acks deleted (this reopens the store)
     sensor.close_storage()
 
