@@ -88,13 +88,15 @@ class HandlerRunner:
     def join_started(self, deadline: float) -> None:
         """Wait until ``deadline`` for the start handlers' threads (not for the calling one); forget them."""
         with self._lock:
-            threads, self._start_threads = self._start_threads, []
+            threads = list(self._start_threads)
         for thread in threads:
             if thread is threading.current_thread():
                 continue  # a start handler stopping the gateway: it goes on when stop() returns
             thread.join(max(0.0, deadline - time.monotonic()))
             if thread.is_alive():
                 logger.error("%s is still running at stop; abandoned", thread.name)
+        with self._lock:  # forgotten only now: while joined, a start handler calling stop() must not wait
+            self._start_threads = [t for t in self._start_threads if t not in threads]
 
     def forget_threads(self) -> None:
         with self._lock:
