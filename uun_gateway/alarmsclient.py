@@ -16,6 +16,7 @@ import shlex
 import sys
 from typing import Any
 
+from .control import add_client_arguments
 from .errors import EX_CONFIG, ConfigError
 
 EX_UNKNOWN_RULE = 1
@@ -28,18 +29,6 @@ EXIT_CODES = (
     "acknowledge; 4 the gateway has no alarm rules; 69 the gateway cannot be reached (no socket, "
     "not running, no answer); 78 -c FILE unreadable"
 )
-
-
-def add_client_arguments(parser: argparse.ArgumentParser) -> None:
-    """``--socket``, ``-c`` and ``--timeout``: where the running gateway is."""
-    parser.add_argument(
-        "--socket",
-        metavar="PATH",
-        help="the gateway's command socket (default: gateway.socket.path of -c FILE, else "
-        "$RUNTIME_DIRECTORY/control.sock, else /run/uun-gateway/control.sock if it exists, else ./uun-gateway.sock)",
-    )
-    parser.add_argument("-c", "--config", metavar="FILE", help="the config file whose gateway.socket.path to use")
-    parser.add_argument("--timeout", type=float, default=30.0, metavar="S", help="seconds to wait for the answer (30)")
 
 
 class _Failed(Exception):

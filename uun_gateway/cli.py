@@ -12,6 +12,7 @@ from collections.abc import Collection, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from .control import add_client_arguments
 from .errors import EX_CONFIG, EX_SOFTWARE, ConfigError, ModuleLoadError, UunGatewayError
 from .plugins import Commands, command_entry_points, load_command
 from .signals import ReloadRequests, SignalWatch, StopRequest
@@ -192,17 +193,6 @@ def cmd_reload(args: argparse.Namespace) -> int:
     return 0
 
 
-def _add_control_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument(
-        "--socket",
-        metavar="PATH",
-        help="the gateway's command socket (default: gateway.socket.path of -c FILE, else "
-        "$RUNTIME_DIRECTORY/control.sock, else /run/uun-gateway/control.sock if it exists, else ./uun-gateway.sock)",
-    )
-    parser.add_argument("-c", "--config", metavar="FILE", help="the config file whose gateway.socket.path to use")
-    parser.add_argument("--timeout", type=float, default=30.0, metavar="S", help="seconds to wait for the answer (30)")
-
-
 def cmd_storage(args: argparse.Namespace) -> int:
     from .storage import storage_command
 
@@ -271,13 +261,13 @@ def build_parser(plugins: Collection[str] | None = None) -> argparse.ArgumentPar
     modules.set_defaults(func=cmd_modules)
 
     status = sub.add_parser("status", help="ask the running gateway for its status (over its command socket)")
-    _add_control_arguments(status)
+    add_client_arguments(status)
     status.set_defaults(func=cmd_status)
 
     reload = sub.add_parser(
         "reload", help="make the running gateway re-read its config file and apply it (as SIGHUP does)"
     )
-    _add_control_arguments(reload)
+    add_client_arguments(reload)
     reload.set_defaults(func=cmd_reload)
 
     commands = Commands(sub)

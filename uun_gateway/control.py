@@ -7,6 +7,7 @@ protocol is uun-iot's: one ``NAME[ ARGUMENT]\\n`` per connection, answered ``0[ 
 
 from __future__ import annotations
 
+import argparse
 import os
 import socket
 from collections.abc import Mapping
@@ -86,3 +87,15 @@ def send_command(path: Path, command: str, timeout: float = 30.0) -> tuple[bool,
     if code not in ("0", "1"):
         raise ControlError(f"{path}: not an answer of the command socket: {reply[:200]!r}")
     return code == "0", text
+
+
+def add_client_arguments(parser: argparse.ArgumentParser) -> None:
+    """``--socket``, ``-c`` and ``--timeout``: where the running gateway is."""
+    parser.add_argument(
+        "--socket",
+        metavar="PATH",
+        help="the gateway's command socket (default: gateway.socket.path of -c FILE, else "
+        "$RUNTIME_DIRECTORY/control.sock, else /run/uun-gateway/control.sock if it exists, else ./uun-gateway.sock)",
+    )
+    parser.add_argument("-c", "--config", metavar="FILE", help="the config file whose gateway.socket.path to use")
+    parser.add_argument("--timeout", type=float, default=30.0, metavar="S", help="seconds to wait for the answer (30)")
