@@ -1,4 +1,4 @@
-"""Gateway: the lifecycle of a loaded module set — start, stop, signals, health, config updates."""
+"""Gateway: the lifecycle of a loaded module set: start, stop, signals, health (updates: configupdates.py)."""
 
 from __future__ import annotations
 
@@ -8,20 +8,19 @@ import sys
 import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
-from contextlib import AbstractContextManager, suppress
+from contextlib import AbstractContextManager
 from pathlib import Path
 from types import FrameType, TracebackType
 from typing import TYPE_CHECKING, Any
 
 from . import status
-from .config import load_config, normalized, read_saved_update, save_update, saved_update_path, value_errors
-from .errors import ConfigApplyError, ConfigError
+from .config import load_config, normalized, saved_update_path
+from .configupdates import ConfigUpdates
 from .handlers import HandlerRunner
 from .liveset import LiveSet
 from .loading import LoadedModule, ModuleInit, TimerKey, load_modules
 from .priority import describe_order
-from .signals import StopRequest, exit_code_for, signal_name
-from .storage import state_directory
+from .signals import StopRequest, exit_code_for
 from .timers import RepeatTimer
 
 if TYPE_CHECKING:
@@ -104,44 +103,20 @@ class Gateway(AbstractContextManager["Gateway"]):
         }
         self.alarms: AlarmService | None = None
         """The alarm rules of ``gateway.alarms`` (None when there are none); see :meth:`publish`."""
-        if self.config["gateway"].get("alarms"):
-            self._start_alarms(self.config["gateway"])
-        if self.saved_update_path not in (None, self.config_path) and self.saved_update_path.exists():
-            self._apply_saved_update(self.saved_update_path)
+        self._live.apply_alarms(self.config["gateway"])
+        self._updates = ConfigUpdates(self, self._live)
+        self._updates.apply_saved()
         logger.info(
             "loaded %d module(s): %s",
             len(self._modules),
             ", ".join(f"{m.id} ({len(m.handlers)} handlers)" for m in self._modules) or "none",
         )
 
-    def _start_alarms(self, gateway_section: Mapping[str, Any]) -> AlarmService:
-        from .alarmservice import AlarmService  # only a gateway with alarm rules pays for them
-
-        service = self.alarms = AlarmService(gateway_section)
-        ids = {m.id for m in self._modules}
-        for rule in service.rules:
-            if rule.module not in ids:
-                logger.warning("alarm rule %s watches module %r, which is not loaded", rule.name, rule.module)
-        for loaded in self._modules:
-            self._live.subscribe_alarms(loaded)
-        return service
-
     def publish(self, readings: Sequence[Reading]) -> None:
         """Hand readings a module has stored to the alarm rules and the reading listeners (see
         :meth:`Module.publish <uun_gateway.module.Module.publish>`). Thread-safe."""
         if self.alarms is not None:
             self.alarms.publish(readings)
-
-    def _apply_saved_update(self, path: Path) -> None:
-        """Lay the ``gateway`` section of a remote update saved at ``path`` over the config file's.
-        An unreadable, invalid or failing saved update is reported and ignored."""
-        try:
-            self.reconfigure({**self.config, "gateway": read_saved_update(path)}, save=False)
-        except ConfigError as exc:
-            self.config_error = f"ignored the saved remote config {path}: {exc}"
-            logger.warning("ignoring the saved remote config %s: %s", path, exc)
-            return
-        logger.info("using the remote config saved at %s over %s", path, self.config_path)
 
     # -- running handlers ------------------------------------------------------------------------
 
@@ -270,10 +245,8 @@ class Gateway(AbstractContextManager["Gateway"]):
         Install it with ``signal.signal(signal.SIGTERM, g.signal_handler)``. A second signal while the
         first one is being handled is logged and ignored: stop handlers never run twice.
         """
-        if not self._signals.receive(sig):
-            _log_in_signal_handler(logging.WARNING, "%s received while stopping; already stopping", signal_name(sig))
+        if not self._signals.receive_in_handler(sig, logger):
             return
-        _log_in_signal_handler(logging.INFO, "%s received", signal_name(sig))
         self.stop()
         if additional_cleanup is not None:
             additional_cleanup(self)
@@ -300,8 +273,7 @@ class Gateway(AbstractContextManager["Gateway"]):
     def check(self, config: Mapping[str, Any], *, remote: bool = False) -> list[str]:
         """Every problem ``config`` would have for the loaded modules (empty when valid). A
         ``remote`` config may not move a storage outside the state directory."""
-        trusted, state_dir = (self.config, state_directory(self.config_path)) if remote else (None, None)
-        return value_errors(config) or self._live.check(normalized(config), trusted=trusted, state_dir=state_dir)
+        return self._updates.check(config, remote=remote)
 
     def reconfigure(self, new_config: Mapping[str, Any], *, save: bool = True, remote: bool = True) -> bool:
         """Validate, apply and (``save``) persist a new configuration; return False if it equals the
@@ -318,60 +290,11 @@ class Gateway(AbstractContextManager["Gateway"]):
         updates and their saved copy) may place storages only inside the state directory.
         Thread-safe; updates are serialised.
         """
-        with self._lock:
-            errors = self.check(new_config, remote=remote)
-            if errors:
-                self.config_error = "; ".join(errors)
-                raise ConfigError(errors, "remote config")
-            new = normalized(new_config)
-            if new == self.config:
-                return False
-            old = self.config
-            failure = self._apply(new)
-            target = self.saved_update_path if save else None
-            if failure is None and target is not None:
-                try:
-                    save_update(target, self.config_path, new)
-                except OSError as exc:
-                    failure = f"saving {target} failed: {exc}"
-            if failure is not None:
-                logger.error("config update failed (%s); rolling back to the previous config", failure)
-                if self._apply(old, rollback=True) is not None:
-                    logger.error("the previous config's update handlers failed too while rolling back")
-                self.config_error = failure
-                raise ConfigApplyError([f"{failure}; rolled back to the previous config"], "remote config")
-            self.config_error = None
-            logger.info("config updated%s", f" and saved to {target}" if target else "")
-            return True
-
-    def _apply(self, config: dict[str, Any], *, rollback: bool = False) -> str | None:
-        """Make ``config`` the one in effect; the failure (None: none) for :meth:`reconfigure` to
-        roll back. Never raises: a failure half-way is rolled back like a failing handler. The
-        module set is changed by :meth:`LiveSet.apply <uun_gateway.liveset.LiveSet.apply>`
-        (``rollback``: starting again the modules the failed change stopped)."""
-        try:
-            if config["gateway"].get("alarms") != self.config["gateway"].get("alarms"):
-                if self.alarms is not None:
-                    self.alarms.replace_rules(config["gateway"])
-                elif config["gateway"].get("alarms"):
-                    service = self._start_alarms(config["gateway"])
-                    if self.runev.is_set():
-                        service.start()
-            return self._live.apply(config, rollback=rollback)
-        except Exception as exc:
-            logger.exception("applying the config failed")
-            return f"applying failed: {type(exc).__name__}: {exc}"
+        return self._updates.reconfigure(new_config, save=save, remote=remote)
 
     def reload(self) -> str:
         """Re-read the config file (and the saved remote update over it, as at start) and apply it
         like :meth:`reconfigure` (not saved again). Returns what changed ("no change" when nothing
         did); raises :class:`ConfigError` listing the file's problems, or :class:`ConfigApplyError`
         when applying failed and the previous config is back. Thread-safe."""
-        return self._live.reload()
-
-
-def _log_in_signal_handler(level: int, message: str, *args: object) -> None:
-    """Log from a signal handler. The signal may have interrupted a write to the same stream, which
-    then raises (a reentrant call): the stop must still happen, so a failing log line is dropped."""
-    with suppress(Exception):
-        logger.log(level, message, *args)
+        return self._updates.reload()

@@ -38,12 +38,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol, cast
 
-from .config import load_config, normalized, read_saved_update
 from .errors import ConfigError, ModuleLoadError
 from .handlers import HandlerRunner
 from .host import ModuleHost
 from .loading import LoadedModule, ModuleSet, TimerKey, _construct, adapt, configured_module_ids
-from .plugins import available_module_ids, load_module_class, rescan
+from .plugins import available_module_ids, load_module_class
 from .priority import describe_order, in_start_order
 from .timers import RepeatTimer
 
@@ -69,9 +68,6 @@ class _Gateway(Protocol):
     _modules: list[LoadedModule]
     _timers: dict[TimerKey, RepeatTimer]
     _runner: HandlerRunner
-    _lock: threading.RLock
-
-    def reconfigure(self, new_config: Mapping[str, Any], *, save: bool = True, remote: bool = True) -> bool: ...
 
 
 @dataclass(frozen=True)
@@ -210,6 +206,29 @@ class LiveSet:
             runev.clear()
             stopev.set()
 
+    def apply_alarms(self, gateway_section: Mapping[str, Any]) -> None:
+        """Make the alarm rules of ``gateway_section`` the ones in effect: replace the rules of the
+        gateway's alarm service, or open the service (warning about rules that watch a module not
+        loaded, handing transitions to every module's ``@on("alarm")`` handlers) and start it if the
+        gateway runs. Raises :class:`~uun_gateway.errors.ConfigError` for rules that do not compile."""
+        gateway = self._gateway
+        if gateway.alarms is not None:
+            gateway.alarms.replace_rules(gateway_section)
+            return
+        if not gateway_section.get("alarms"):
+            return
+        from .alarmservice import AlarmService  # only a gateway with alarm rules pays for them
+
+        service = gateway.alarms = AlarmService(gateway_section)
+        ids = {m.id for m in gateway._modules}
+        for rule in service.rules:
+            if rule.module not in ids:
+                logger.warning("alarm rule %s watches module %r, which is not loaded", rule.name, rule.module)
+        for module in gateway._modules:
+            self.subscribe_alarms(module)
+        if gateway.runev.is_set():
+            service.start()
+
     def subscribe_alarms(self, module: LoadedModule) -> None:
         """Hand the gateway's alarm transitions to ``module``'s ``@on("alarm")`` handlers until it
         stops (a module removed live gets none after)."""
@@ -245,24 +264,6 @@ class LiveSet:
             if prepared is None:
                 return "; ".join(errors)
         return self._execute(prepared)
-
-    def reload(self) -> str:
-        """Re-read the config file (with the saved remote update over it, as at start) and apply it
-        with :meth:`Gateway.reconfigure` (not saved: the file is where it came from). Returns what
-        changed; raises :class:`ConfigError` (the file's errors, or what failed and was rolled back).
-        Installed modules are looked up again first: a package installed since start can be enabled."""
-        gateway = self._gateway
-        if gateway.config_path is None:
-            raise ConfigError(["the gateway was given a config object, not a file: nothing to re-read"], "reload")
-        rescan()  # a package installed since start can be enabled by the file now
-        config = normalized(load_config(gateway.config_path))
-        saved = gateway.saved_update_path
-        if saved is not None and saved != gateway.config_path and saved.exists():
-            config["gateway"] = read_saved_update(saved)
-        with gateway._lock:
-            self.last_change = "no change"
-            changed = gateway.reconfigure(config, save=False, remote=False)
-            return self.last_change if changed else f"{gateway.config_path}: no change"
 
     def _ordered(self, modules: Sequence[LoadedModule], config: Mapping[str, Any]) -> list[LoadedModule]:
         """``modules`` in start order: by priority; ties in load order (module_init's, then config order)."""

@@ -12,6 +12,7 @@ import logging
 import signal
 import threading
 from collections.abc import Callable
+from contextlib import suppress
 
 from .errors import UunGatewayError
 
@@ -50,6 +51,18 @@ class StopRequest:
         self.signal = sig
         self.requested.set()
         return True
+
+    def receive_in_handler(self, sig: int, logger: logging.Logger) -> bool:
+        """:meth:`receive` for a Python signal handler, logging the signal. The signal may have
+        interrupted a write to the same stream, which then raises (a reentrant call): the stop must
+        still happen, so a failing log line is dropped."""
+        first = self.receive(sig)
+        with suppress(Exception):
+            if first:
+                logger.info("%s received", signal_name(sig))
+            else:
+                logger.warning("%s received while stopping; already stopping", signal_name(sig))
+        return first
 
     @property
     def exit_code(self) -> int:
