@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 import os
 import signal
 import subprocess
@@ -122,6 +123,24 @@ def test_stop_request_counts_later_signals() -> None:
     assert stop.exit_code == 0 and stop.ignored == 1
     stop.reset()
     assert not stop.requested.is_set() and stop.receive(signal.SIGUSR1) and stop.exit_code == 1
+
+
+def test_a_signal_handler_stops_even_when_its_log_line_cannot_be_written() -> None:
+    class Reentrant(logging.Handler):
+        def emit(self, record: logging.LogRecord) -> None:
+            raise RuntimeError("reentrant call inside <_io.BufferedWriter name='<stderr>'>")
+
+    log = logging.getLogger("tests.signals.reentrant")
+    log.propagate = False
+    log.addHandler(Reentrant())
+    request = StopRequest()
+    try:
+        assert request.receive_in_handler(signal.SIGTERM, log) is True
+        assert request.receive_in_handler(signal.SIGINT, log) is False
+    finally:
+        log.handlers.clear()
+        log.propagate = True
+    assert request.signal == signal.SIGTERM and request.ignored == 1 and request.requested.is_set()
 
 
 def test_other_commands_keep_the_normal_signal_behaviour() -> None:
