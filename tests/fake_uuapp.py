@@ -16,7 +16,8 @@ token (401 otherwise). Faults are queued per uuCmd with :meth:`FakeUuApp.fault`:
 ``"lost"`` (processes and records, then RST instead of the answer), ``"malformed"`` (200 with a
 body that is not JSON), ``"302"``/``"307"`` (a redirect to :attr:`FakeUuApp.redirect_to` plus the
 same path, not processed), ``"drip"`` (the whole answer one byte every :attr:`FakeUuApp.drip_interval`
-seconds, headers included), ``"drip-body"`` (headers at once, then the body dripping), ``"huge"``
+seconds, headers included), ``"drip-body"`` (headers at once, then the body dripping),
+``"headers-cut"`` (a status line and half a header, then nothing until the client goes), ``"huge"``
 (a 200 of 100 MB without Content-Length), ``"deep"`` (a 200 whose JSON nests 100,000 deep) and
 ``"errormap"`` (a 200 that accepts every id but whose ``uuAppErrorMap`` holds an error, with the
 hostile code :data:`FORGED_KEY`; not processed). A gzip request body is decoded unless
@@ -58,6 +59,7 @@ FAULTS = (
     "307",
     "drip",
     "drip-body",
+    "headers-cut",
     "huge",
     "deep",
     "errormap",
@@ -172,7 +174,7 @@ class _Handler(BaseHTTPRequestHandler):
                 return
         fault = fake._take_fault(cmd)
         record = Record(method, cmd, headers, dto, fault, files, self.client_address)
-        if fault in ("302", "307", "drip", "huge", "deep"):
+        if fault in ("302", "307", "drip", "headers-cut", "huge", "deep"):
             fake._record(record)
             if fault in ("302", "307"):
                 self.send_response(int(fault))
@@ -186,6 +188,8 @@ class _Handler(BaseHTTPRequestHandler):
                     + b'{"accepted": ['
                     + b" " * 100000
                 )
+            elif fault == "headers-cut":
+                self._stall_after(b"HTTP/1.1 200 OK\r\nContent-Ty")
             elif fault == "huge":
                 self._huge()
             else:
@@ -248,6 +252,18 @@ class _Handler(BaseHTTPRequestHandler):
                 self.wfile.flush()
                 if fake._stopping.wait(fake.drip_interval):
                     return
+        except OSError:
+            return
+
+    def _stall_after(self, data: bytes) -> None:
+        """Send ``data``, then nothing until the client closes the connection (or 60 s pass)."""
+        self.close_connection = True
+        try:
+            self.wfile.write(data)
+            self.wfile.flush()
+            self.connection.settimeout(60)
+            while self.connection.recv(4096):
+                pass
         except OSError:
             return
 

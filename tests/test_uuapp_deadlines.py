@@ -35,7 +35,7 @@ def finished(thread: threading.Thread) -> bool:
     return not thread.is_alive()
 
 
-@pytest.mark.parametrize("kind", ["drip", "drip-body"])
+@pytest.mark.parametrize("kind", ["drip", "drip-body", "headers-cut"])
 def test_a_dripping_answer_is_cut_at_the_deadline(fake: FakeUuApp, tmp_path: Path, kind: str) -> None:
     with UuAppClient(fake.config(str(tmp_path / "tok")), timeout=0.5) as client:
         client.refresh_token()

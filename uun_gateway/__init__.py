@@ -26,6 +26,7 @@ if TYPE_CHECKING:
     from .files import atomic_write
     from .gateway import Gateway
     from .host import ModuleHost
+    from .httpcall import AnswerTooLarge, DeadlineExceeded, Interrupted, bounded_session, exchange
     from .module import Module, ModuleStats, module_id_from_str
     from .outage import Backoff, Deadline, StateLog, describe_failure, safe_text
     from .plugins import Commands
@@ -45,13 +46,16 @@ _EXPORTS: dict[str, tuple[str, str]] = {
     "AlarmTransition": ("alarms", "AlarmTransition"),
     "PointInfo": ("readings", "PointInfo"),
     "Reading": ("readings", "Reading"),
+    "AnswerTooLarge": ("httpcall", "AnswerTooLarge"),
     "Backoff": ("outage", "Backoff"),
     "Commands": ("plugins", "Commands"),
     "ConfigApplyError": ("errors", "ConfigApplyError"),
     "ConfigError": ("errors", "ConfigError"),
     "Deadline": ("outage", "Deadline"),
+    "DeadlineExceeded": ("httpcall", "DeadlineExceeded"),
     "Entry": ("storage", "Entry"),
     "Gateway": ("gateway", "Gateway"),
+    "Interrupted": ("httpcall", "Interrupted"),
     "Module": ("module", "Module"),
     "ModuleHost": ("host", "ModuleHost"),
     "ModuleLoadError": ("errors", "ModuleLoadError"),
@@ -67,7 +71,9 @@ _EXPORTS: dict[str, tuple[str, str]] = {
     "UuCmdSession": ("uuapp", "UuCmdSession"),
     "UunGatewayError": ("errors", "UunGatewayError"),
     "atomic_write": ("files", "atomic_write"),
+    "bounded_session": ("httpcall", "bounded_session"),
     "describe_failure": ("outage", "describe_failure"),
+    "exchange": ("httpcall", "exchange"),
     "iso_utc": ("timestamps", "iso_utc"),
     "load_config": ("config", "load_config"),
     "module_id_from_str": ("module", "module_id_from_str"),
@@ -80,6 +86,7 @@ _EXPORTS: dict[str, tuple[str, str]] = {
 __all__ = [
     "AlarmError",
     "AlarmTransition",
+    "AnswerTooLarge",
     "Backoff",
     "Command",
     "CommandError",
@@ -87,8 +94,10 @@ __all__ = [
     "ConfigApplyError",
     "ConfigError",
     "Deadline",
+    "DeadlineExceeded",
     "Entry",
     "Gateway",
+    "Interrupted",
     "Module",
     "ModuleHost",
     "ModuleLoadError",
@@ -107,8 +116,10 @@ __all__ = [
     "UunGatewayError",
     "__version__",
     "atomic_write",
+    "bounded_session",
     "command",
     "describe_failure",
+    "exchange",
     "find_commands",
     "iso_utc",
     "load_config",

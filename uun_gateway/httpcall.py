@@ -197,9 +197,10 @@ class _WatchedAdapter(HTTPAdapter):
         return manager
 
 
-def bounded_session() -> requests.Session:
-    """A keep-alive ``requests.Session`` whose exchanges :func:`exchange` can bound and interrupt."""
-    session = requests.Session()
+def bounded_session(session: requests.Session | None = None) -> requests.Session:
+    """A keep-alive ``requests.Session`` whose exchanges :func:`exchange` can bound and interrupt:
+    a new one, or ``session`` with its http and https adapters replaced."""
+    session = session or requests.Session()
     adapter = _WatchedAdapter()
     session.mount("http://", adapter)
     session.mount("https://", adapter)
@@ -241,20 +242,27 @@ def exchange(
         except BaseException:
             response.close()
             raise
+        if watch.fired is not None:  # a cut socket reads as an early end: headers or body cut short
+            response.close()
+            raise _cut_short(watch, method, url)
         return response
     except (requests.RequestException, urllib3.exceptions.HTTPError, OSError) as exc:
-        if isinstance(exc, BadAnswer):
+        if isinstance(exc, BadAnswer | Interrupted | DeadlineExceeded):
             raise
-        if watch.fired == "stop":
-            raise Interrupted(f"{method} {url}: interrupted, stopping") from None
-        if watch.fired == "deadline" or deadline.expired():
-            raise DeadlineExceeded(f"{method} {url}: no complete answer in time") from None
+        if watch.fired is not None or deadline.expired():
+            raise _cut_short(watch, method, url) from None
         if isinstance(exc, requests.RequestException):
             raise
         raise requests.ConnectionError(f"{method} {url}: {type(exc).__name__}") from exc
     finally:
         _watcher.remove(watch)
         _local.watch = previous
+
+
+def _cut_short(watch: _Watch, method: str, url: str) -> BoundedExchangeError:
+    if watch.fired == "stop":
+        return Interrupted(f"{method} {url}: interrupted, stopping")
+    return DeadlineExceeded(f"{method} {url}: no complete answer in time")
 
 
 def _read_body(response: requests.Response, max_bytes: int) -> None:
