@@ -21,7 +21,15 @@ if TYPE_CHECKING:
     from .commands import Command, CommandError, command, find_commands
     from .config import load_config
     from .config import validate as validate_config
-    from .errors import ConfigApplyError, ConfigError, ModuleLoadError, StorageError, UnsupportedEvent, UunGatewayError
+    from .errors import (
+        EX_CONFIG,
+        ConfigApplyError,
+        ConfigError,
+        ModuleLoadError,
+        StorageError,
+        UnsupportedEvent,
+        UunGatewayError,
+    )
     from .events import on
     from .files import atomic_write
     from .gateway import Gateway
@@ -53,6 +61,7 @@ _EXPORTS: dict[str, tuple[str, str]] = {
     "ConfigError": ("errors", "ConfigError"),
     "Deadline": ("outage", "Deadline"),
     "DeadlineExceeded": ("httpcall", "DeadlineExceeded"),
+    "EX_CONFIG": ("errors", "EX_CONFIG"),
     "Entry": ("storage", "Entry"),
     "Gateway": ("gateway", "Gateway"),
     "Interrupted": ("httpcall", "Interrupted"),
@@ -84,6 +93,7 @@ _EXPORTS: dict[str, tuple[str, str]] = {
 }
 
 __all__ = [
+    "EX_CONFIG",
     "AlarmError",
     "AlarmTransition",
     "AnswerTooLarge",

@@ -12,7 +12,7 @@ import math
 import sys
 from typing import Any, TextIO
 
-from uun_gateway import Commands, ConfigError, load_config, validate_config
+from uun_gateway import EX_CONFIG, Commands, ConfigError, load_config, validate_config
 
 from .client import Client
 from .errors import AuthenticationError, ClientError
@@ -20,7 +20,6 @@ from .models import Gateway, HvacDevice, enum_name, parse_system_mode
 from .module import build_client
 from .schema import CONFIG_SCHEMA
 
-EX_CONFIG = 78
 # What the commands need of the config file; the rest of it is the gateway's business.
 _CONFIG_FILE_SCHEMA: dict[str, Any] = {
     "type": "object",
