@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any, NamedTuple, NoReturn
 
 from .errors import StorageError
+from .files import fsync_dir
 
 logger = logging.getLogger(__name__)
 
@@ -366,7 +367,7 @@ class Storage:
             db = self._connect_file()
         self._track_files(db)
         # the database and its WAL file now exist: make their directory entries durable too
-        _fsync_dir(self.path.parent)
+        fsync_dir(self.path.parent)
         return db
 
     def _connect_file(self) -> sqlite3.Connection:
@@ -415,7 +416,7 @@ class Storage:
             src = Path(str(self.path) + suffix)
             if src.exists():
                 os.replace(src, str(aside) + suffix)
-        _fsync_dir(self.path.parent)
+        fsync_dir(self.path.parent)
         self.quarantined = aside
         logger.error(
             "storage %s: %s is unreadable: %s; moved it aside to %s and started an empty store",
@@ -442,7 +443,7 @@ class Storage:
         if not keep.exists():
             os.link(self.path, keep)
         os.replace(tmp, self.path)
-        _fsync_dir(self.path.parent)
+        fsync_dir(self.path.parent)
         logger.warning(
             "storage %s: imported %d entries from the uun-iot JSON backup %s (original kept as %s)",
             self.storage_id,
@@ -520,7 +521,7 @@ class Storage:
         if rows is not None and ours:
             # what this store held is the truth: put it back at the path
             os.replace(tmp, self.path)
-            _fsync_dir(self.path.parent)
+            fsync_dir(self.path.parent)
             logger.error("storage %s: rescued its %d entries into a new %s", self.storage_id, len(rows), self.path)
         elif rows is not None:
             self.rescued = aside
@@ -874,7 +875,7 @@ def _write_store(path: Path, rows: Sequence[tuple[int, float, int, bytes]], meta
     finally:
         db.close()
     _fsync_file(path)
-    _fsync_dir(path.parent)
+    fsync_dir(path.parent)
 
 
 # -- inspecting and exporting a storage file (the ``uun-gateway storage`` command) ----------------
@@ -1059,14 +1060,6 @@ def _decode(row: tuple[int, float, int, bytes]) -> Entry:
 
 def _fsync_file(path: Path) -> None:
     fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
-def _fsync_dir(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
     try:
         os.fsync(fd)
     finally:
