@@ -81,6 +81,7 @@ from uun_gateway import (
     iso_utc,
     on,
 )
+from uun_gateway.bounds import seconds_schema
 from uun_gateway.storage import RawEntry
 from uun_gateway.uuapp import EncodedJson, UuCmdSession, answer_json
 
@@ -93,7 +94,6 @@ GZIP_MIN = 1024
 DEFAULT_BACKOFF_INITIAL = 2.0
 DEFAULT_BACKOFF_MAX = 300.0
 
-_POSITIVE = {"type": "number", "exclusiveMinimum": 0}
 _BATCH = {
     "type": "integer",
     "minimum": 1,
@@ -191,8 +191,8 @@ class Upload(Module):
             "maxBatchBytes": _BATCH_BYTES,
             "pipeline": _PIPELINE,
             "compress": _COMPRESS,
-            "backoffInitial": {**_POSITIVE, "description": "first retry delay in seconds (> 0)"},
-            "backoffMax": {**_POSITIVE, "description": "longest retry delay in seconds (> 0)"},
+            "backoffInitial": seconds_schema("first retry delay in seconds"),
+            "backoffMax": seconds_schema("longest retry delay in seconds"),
         },
         "additionalProperties": False,
     }

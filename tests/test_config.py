@@ -314,3 +314,56 @@ def test_a_missing_uuapp_ca_bundle_is_a_config_error(tmp_path: Path) -> None:
     with pytest.raises(ConfigError) as raised:
         Gateway(config)
     assert any(e.startswith("uuApp.caBundle:") and "no such file" in e for e in raised.value.errors), raised.value
+
+
+def _unbounded_numbers(node: Any, path: str) -> list[str]:
+    """Paths of the JSON-Schema numbers under ``node`` that have a lower bound but no upper one."""
+    found: list[str] = []
+    if isinstance(node, dict):
+        bounded_below = "minimum" in node or "exclusiveMinimum" in node
+        if node.get("type") == "number" and bounded_below and not {"maximum", "exclusiveMaximum"} & node.keys():
+            found.append(path)
+        for key, value in node.items():
+            found += _unbounded_numbers(value, f"{path}/{key}")
+    elif isinstance(node, list):
+        for index, value in enumerate(node):
+            found += _unbounded_numbers(value, f"{path}[{index}]")
+    return found
+
+
+def test_every_duration_in_the_core_and_built_in_schemas_has_an_upper_bound() -> None:
+    # a duration that validates but cannot be waited for (OverflowError) failed at run time instead
+    from uun_gateway.config import CORE_GATEWAY_SCHEMA
+    from uun_gateway.plugins import available_module_ids, load_module_class
+
+    unbounded = _unbounded_numbers(CORE_GATEWAY_SCHEMA, "gateway")
+    builtin = [mid for mid in available_module_ids() if mid in BUILTIN_MODULES]
+    assert sorted(builtin) == sorted(BUILTIN_MODULES)
+    for mid in builtin:
+        unbounded += _unbounded_numbers(getattr(load_module_class(mid), "config_schema", None), f"gateway.{mid}")
+    assert unbounded == []
+
+
+BUILTIN_MODULES = ("config", "heartbeat", "mqtt", "onewire", "socket", "unisenza", "upload")
+
+
+@pytest.mark.parametrize(
+    ("section", "key"),
+    [
+        ({"mqtt": {"brokers": [{"host": "127.0.0.1"}], "connectTimeout": 1e10}}, "gateway.mqtt.connectTimeout"),
+        ({"unisenza": {"username": "u", "password": "p", "httpTimeout": 1e10}}, "gateway.unisenza.httpTimeout"),
+        ({"upload": {"backoffMax": 1e10}}, "gateway.upload.backoffMax"),
+        (
+            {"alarms": [{"name": "a", "watch": {"module": "onewire"}, "staleAfter": 1e10}]},
+            "gateway.alarms[0].staleAfter",
+        ),
+    ],
+)
+def test_a_duration_too_long_to_wait_for_is_a_config_error_naming_its_key(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], section: dict[str, Any], key: str
+) -> None:
+    path = tmp_path / "config.json"
+    path.write_text(json.dumps({"gateway": section}))
+    assert main(["check-config", str(path)]) == 78
+    err = capsys.readouterr().err
+    assert any(line.strip().startswith(f"{key}: 10000000000") and "at most" in line for line in err.splitlines()), err

@@ -5,6 +5,8 @@ from __future__ import annotations
 
 from typing import Any, Literal
 
+from .bounds import YEAR, seconds_schema
+
 Priority = Literal["info", "warning", "error", "critical"]
 PRIORITIES: tuple[Priority, ...] = ("info", "warning", "error", "critical")
 
@@ -43,17 +45,9 @@ ALARM_RULE_SCHEMA: dict[str, Any] = {
             "minLength": 1,
             "description": "an expression over value, previous and age, e.g. value < 75",
         },
-        "staleAfter": {
-            "type": "number",
-            "exclusiveMinimum": 0,
-            "description": "seconds without a reading that trip a stale rule (a number > 0)",
-        },
+        "staleAfter": seconds_schema("seconds without a reading that trip a stale rule", maximum=YEAR),
         "priority": {"enum": list(PRIORITIES), "description": "one of " + ", ".join(PRIORITIES)},
-        "tripDelay": {
-            "type": "number",
-            "minimum": 0,
-            "description": "seconds the condition must hold before the alarm trips (a number >= 0)",
-        },
+        "tripDelay": seconds_schema("seconds the condition must hold before the alarm trips", maximum=YEAR, zero=True),
         "autoAck": {"type": "boolean", "description": "true or false"},
     },
     "additionalProperties": False,

@@ -18,16 +18,12 @@ from typing import Any, cast
 import jsonschema
 
 from .alarmschema import ALARMS_SCHEMA
+from .bounds import DAY, MAX_INTEGER, YEAR
 from .errors import ConfigError
 from .files import atomic_write
 from .priority import PRIORITY_SCHEMA
 
-#: Upper bounds: a value beyond them validates as a number but cannot be scheduled or waited for
-#: (``OverflowError: timestamp out of range``), and is a typo anyway.
-YEAR = 365 * 24 * 3600
-DAY = 24 * 3600
 MAX_DEPTH = 64  # nesting of a config (JSON objects and arrays); real configs use < 10
-MAX_INTEGER = 2**63 - 1  # what SQLite and every sane setting fit in
 MAX_CONFIG_BYTES = 4 * 1024 * 1024  # a config is a few KB; this bounds what reading one costs
 
 PERIOD_SCHEMA: dict[str, Any] = {

@@ -13,6 +13,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from uun_gateway.bounds import seconds_schema
+
 DEFAULT_PORT = 1883
 DEFAULT_TLS_PORT = 8883
 DEFAULT_KEEPALIVE = 30
@@ -28,7 +30,7 @@ PROTOCOLS = ("3.1.1", "5")
 
 _TOPIC_LEVELS = "a topic without wildcards (+, #), not starting or ending with /"
 _TOPIC = {"type": "string", "minLength": 1, "pattern": r"^[^+#/](?:[^+#]*[^+#/])?$", "description": _TOPIC_LEVELS}
-_SECONDS = {"type": "number", "exclusiveMinimum": 0, "description": "seconds (a number > 0)"}
+_SECONDS = seconds_schema()
 _FILE = {"type": "string", "minLength": 1, "description": "a file path"}
 
 CONFIG_SCHEMA: dict[str, Any] = {

@@ -6,6 +6,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from uun_gateway.bounds import YEAR, seconds_schema
+
 from .connection import DEFAULT_REQUEST_TIMEOUT, ServerAddress
 from .families import check_write, conversion_delay
 from .sysfs import SysfsAddress
@@ -15,7 +17,7 @@ _RESOLUTION = {"enum": [9, 10, 11, 12], "description": "a DS18B20 resolution in 
 _INTERVAL = {
     "type": "number",
     "exclusiveMinimum": 0,
-    "maximum": 31_536_000,
+    "maximum": YEAR,
     "description": "seconds between reads (more than 0, at most a year)",
 }
 _UNCACHED = {
@@ -89,11 +91,7 @@ SCHEMA: dict[str, Any] = {
             "type": "boolean",
             "description": "keep one owserver connection per cycle (true, default) or one per request",
         },
-        "backoffMax": {
-            "type": "number",
-            "exclusiveMinimum": 0,
-            "description": "longest pause in seconds after owserver timeouts (default 30)",
-        },
+        "backoffMax": seconds_schema("longest pause in seconds after owserver timeouts (default 30)"),
         "requestTimeout": {
             "type": "number",
             "exclusiveMinimum": 0,
@@ -104,7 +102,7 @@ SCHEMA: dict[str, Any] = {
         "alarmInterval": {
             "type": "number",
             "minimum": 0,
-            "maximum": 31_536_000,
+            "maximum": YEAR,
             "description": "seconds between polls of each bus's /alarm directory (default 10; 0: never)",
         },
         "uncached": _UNCACHED,

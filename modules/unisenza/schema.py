@@ -4,7 +4,10 @@ from __future__ import annotations
 
 from typing import Any
 
-_NUMBER = {"type": "number", "exclusiveMinimum": 0, "description": "a number > 0 (seconds)"}
+from uun_gateway.bounds import YEAR, seconds_schema
+
+_NUMBER = seconds_schema()
+_LONG = seconds_schema(maximum=YEAR)
 _ENDPOINT_KEYS = (
     "region", "userPoolId", "clientId", "idpUrl", "identityUrl", "identityProvider", "serviceUrl",
     "company", "iotHost", "iotPath", "caFile",
@@ -25,7 +28,7 @@ CONFIG_SCHEMA: dict[str, Any] = {
         "passwordFile": {"type": "string", "minLength": 1, "description": "a file holding the password"},
         "requestTimeout": _NUMBER,
         "httpTimeout": _NUMBER,
-        "unavailableAfter": _NUMBER,
+        "unavailableAfter": _LONG,
         "thingsPerConnection": {"type": "integer", "minimum": 1, "description": "an integer >= 1"},
         "reconnectDelay": {
             "type": "object",
@@ -45,7 +48,7 @@ CONFIG_SCHEMA: dict[str, Any] = {
             "minimum": 0,
             "description": "ticks between full refreshes (0 = never)",
         },
-        "rediscoverEvery": _NUMBER,
+        "rediscoverEvery": _LONG,
         "setpoints": {
             "type": "object",
             "description": '{"<device code, id or name>": {"temperature": °C, "mode": "off"|"heat"}}',
