@@ -12,7 +12,7 @@ from typing import Any
 
 import pytest
 from uun_gateway.modules.unisenza import Client, ClientError, ClientOptions, CognitoAuth
-from uun_gateway.modules.unisenza.module import Unisenza
+from uun_gateway.modules.unisenza.module import Unisenza, build_client
 
 from tests.helpers import wait_for
 from tests.unisenza_fakes import PASSWORD, USERNAME, FakeCloud, fixtures, section_for
@@ -89,12 +89,16 @@ def test_close_interrupts_a_dripping_login(cloud: FakeCloud, dripping: Callable[
         auth.login()  # and no new call starts after close
 
 
+@pytest.mark.parametrize("via", ["options", "gateway.unisenza.connectTimeout"])
 def test_a_dripping_mqtt_connect_is_cut_short_and_retried(
-    cloud: FakeCloud, dripping: Callable[..., None], caplog: pytest.LogCaptureFixture
+    cloud: FakeCloud, dripping: Callable[..., None], caplog: pytest.LogCaptureFixture, tmp_path: Path, via: str
 ) -> None:
     # before: the websocket upgrade's per-read timeout restarted with every byte: one attempt for ever
-    options = ClientOptions(connect_timeout=0.5, reconnect_min_delay=0.1, reconnect_max_delay=0.2)
-    client = Client(CognitoAuth(USERNAME, PASSWORD, cloud.endpoints(), timeout=5), options)
+    if via == "options":
+        options = ClientOptions(connect_timeout=0.5, reconnect_min_delay=0.1, reconnect_max_delay=0.2)
+        client = Client(CognitoAuth(USERNAME, PASSWORD, cloud.endpoints(), timeout=5), options)
+    else:
+        client = build_client(section_for(cloud, tmp_path, connectTimeout=0.5, httpTimeout=5))
     try:
         client.login()
         client.populate_devices()

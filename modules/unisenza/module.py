@@ -68,6 +68,7 @@ def client_options(section: Mapping[str, Any]) -> ClientOptions:
         things_per_connection=int(section.get("thingsPerConnection", defaults.things_per_connection)),
         reconnect_min_delay=float(delay.get("min", defaults.reconnect_min_delay)),
         reconnect_max_delay=float(delay.get("max", defaults.reconnect_max_delay)),
+        connect_timeout=float(section.get("connectTimeout", defaults.connect_timeout)),
     )
 
 
@@ -350,7 +351,7 @@ class Unisenza(Module):
         self._section_seen = section
         connection_keys = (
             "username", "password", "passwordFile", "endpoints", "requestTimeout", "unavailableAfter",
-            "thingsPerConnection", "reconnectDelay", "httpTimeout",
+            "thingsPerConnection", "reconnectDelay", "httpTimeout", "connectTimeout",
         )  # fmt: skip
         with self._lock:
             if any(old.get(k) != section.get(k) for k in connection_keys):

@@ -28,6 +28,7 @@ CONFIG_SCHEMA: dict[str, Any] = {
         "passwordFile": {"type": "string", "minLength": 1, "description": "a file holding the password"},
         "requestTimeout": _NUMBER,
         "httpTimeout": _NUMBER,
+        "connectTimeout": _NUMBER,
         "unavailableAfter": _LONG,
         "thingsPerConnection": {"type": "integer", "minimum": 1, "description": "an integer >= 1"},
         "reconnectDelay": {
