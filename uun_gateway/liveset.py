@@ -59,8 +59,6 @@ class _Gateway(Protocol):
     """What :class:`LiveSet` changes of its :class:`~uun_gateway.gateway.Gateway` (its internals)."""
 
     config: dict[str, Any]
-    config_path: Path | None
-    saved_update_path: Path | None
     runev: threading.Event
     uuapp_client: UuAppClient | None
     alarms: AlarmService | None
