@@ -200,7 +200,7 @@ class _WatchedAdapter(HTTPAdapter):
 def bounded_session(session: requests.Session | None = None) -> requests.Session:
     """A keep-alive ``requests.Session`` whose exchanges :func:`exchange` can bound and interrupt:
     a new one, or ``session`` with its http and https adapters replaced."""
-    session = session or requests.Session()
+    session = requests.Session() if session is None else session
     adapter = _WatchedAdapter()
     session.mount("http://", adapter)
     session.mount("https://", adapter)
