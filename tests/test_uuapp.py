@@ -11,7 +11,7 @@ import subprocess
 import threading
 import time
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import jsonschema
 import pytest
@@ -61,6 +61,28 @@ def test_base_url_accepts_host_or_scheme_and_port() -> None:
         base_url("ftp://host")
     with pytest.raises(ValueError):
         base_url("https://host/path")
+    assert base_url("http://[::1]:65535") == "http://[::1]:65535"
+    for bad_port in ("127.0.0.1:99999", "https://host:0", "https://host:abc", "http://[::1]:65536"):
+        with pytest.raises(ValueError, match="not a TCP port"):
+            base_url(bad_port)
+
+
+@pytest.mark.parametrize("section", ["uuApp", "oidcGrantToken"])
+def test_a_server_port_out_of_range_is_a_config_error_not_a_failure_per_call(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], section: str
+) -> None:
+    from uun_gateway.cli import main
+
+    server = {"gateway": "127.0.0.1:99999", "uuAppName": "a", "awid": "b"}
+    config: dict[str, Any] = {"gateway": {}, "uuApp": {**server, "gateway": "127.0.0.1:8080"}}
+    config[section] = {**server, "uuCmd": "oidc/grantToken", "tokenPath": "t"} if section != "uuApp" else server
+    if section != "uuApp":
+        config["uuThing"] = {"uuIdentity": "1-1", "accessCode1": "x", "accessCode2": "y"}
+    path = tmp_path / "config.json"
+    path.write_text(json.dumps(config))
+    assert main(["check-config", str(path)]) == 78
+    err = capsys.readouterr().err
+    assert f'{section}.gateway: "127.0.0.1:99999" is not valid; expected a host name' in err, err
 
 
 def test_uucmd_url(fake: FakeUuApp, tmp_path: Path) -> None:

@@ -202,12 +202,14 @@ def _describe_one(error: jsonschema.ValidationError, outer: jsonschema.Validatio
         return [_unknown_key(path, key, allowed) + hint for key in extra]
     if error.validator == "required":
         return [f"{path}: required key {_missing_key(error)!r} is missing"]
-    if error.validator == "format" and error.validator_value in ("existing-file", "module-id"):
+    if error.validator == "format":  # one of ours (see _format_checker)
         shown = json.dumps(error.instance)[:200]
         if error.validator_value == "existing-file":
             where = "" if Path(str(error.instance)).is_absolute() else f" (relative to {str(Path.cwd())!r})"
             return [f"{path}: {shown}: no such file{where}; expected {expected or 'a file'}"]
-        return [f"{path}: {shown}: no loaded module has this id; expected {expected or 'a module id'}"]
+        if error.validator_value == "module-id":
+            return [f"{path}: {shown}: no loaded module has this id; expected {expected or 'a module id'}"]
+        return [f"{path}: {shown} is not valid; expected {expected or error.validator_value}"]
     if secret:
         message = f"{value} has the wrong type" if error.validator == "type" else f"{value} is not valid"
     elif error.validator in ("oneOf", "anyOf") or expected is None:
@@ -285,13 +287,23 @@ def _format_checker(module_ids: Collection[str] | None) -> jsonschema.FormatChec
     - ``"format": "existing-file"``: a string naming an existing regular file (a relative path
       from the working directory, where the service resolves it), e.g. a CA bundle;
     - ``"format": "module-id"``: the id of a loaded module (with ``propertyNames`` for keys), when
-      the loaded modules are known (``module_ids``).
+      the loaded modules are known (``module_ids``);
+    - ``"format": "uuapp-gateway"``: a uuApp server as :func:`uun_gateway.uuapp.base_url` takes it.
     """
     checker = jsonschema.FormatChecker(formats=())
 
     @checker.checks("existing-file")
     def existing_file(value: object) -> bool:
         return not isinstance(value, str) or (bool(value) and Path(value).is_file())
+
+    @checker.checks("uuapp-gateway")
+    def uuapp_gateway(value: object) -> bool:
+        from .uuapp import base_url  # only a config naming a uuApp server pays for the client
+
+        try:
+            return not isinstance(value, str) or bool(base_url(value))
+        except ValueError:
+            return False
 
     if module_ids is not None:
         known = set(module_ids)

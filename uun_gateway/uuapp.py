@@ -96,7 +96,8 @@ UUAPP_SCHEMA: dict[str, Any] = {
                 "gateway": {
                     "type": "string",
                     "pattern": _GATEWAY_PATTERN,
-                    "description": "Host name (https is implied) or scheme://host[:port].",
+                    "format": "uuapp-gateway",
+                    "description": "a host name (https is implied) or http(s)://host[:port], port 1-65535",
                 },
                 "uuAppName": _NAME,
                 "awid": _NAME,
@@ -124,7 +125,12 @@ UUAPP_SCHEMA: dict[str, Any] = {
             "description": "The OIDC service that grants the bearer token.",
             "required": ["gateway", "uuAppName", "awid", "uuCmd", "tokenPath"],
             "properties": {
-                "gateway": {"type": "string", "pattern": _GATEWAY_PATTERN},
+                "gateway": {
+                    "type": "string",
+                    "pattern": _GATEWAY_PATTERN,
+                    "format": "uuapp-gateway",
+                    "description": "a host name (https is implied) or http(s)://host[:port], port 1-65535",
+                },
                 "uuAppName": _NAME,
                 "awid": _NAME,
                 "clientId": {"type": "string"},
@@ -182,7 +188,8 @@ def base_url(gateway: str) -> str:
     """Turn a ``gateway`` config value into a base URL without a trailing slash.
 
     A bare host name (optionally with ``:port``) means ``https://host``; a value with a scheme is
-    kept as given. Raises :class:`ValueError` for any other scheme or a missing host.
+    kept as given. Raises :class:`ValueError` for any other scheme, a missing host, a path, or a
+    port that is not a number from 1 to 65535.
     """
     value = gateway.strip().rstrip("/")
     if "://" not in value:
@@ -192,6 +199,12 @@ def base_url(gateway: str) -> str:
         raise ValueError(f"not a host name or http(s) URL: {gateway!r}")
     if parts.path or parts.query or parts.fragment:
         raise ValueError(f"gateway must not carry a path: {gateway!r}")
+    try:
+        port = parts.port
+    except ValueError:
+        port = 0
+    if port == 0:
+        raise ValueError(f"not a TCP port (1-65535) in {gateway!r}")
     return value
 
 
