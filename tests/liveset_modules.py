@@ -15,7 +15,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, ClassVar
 
-from uun_gateway import Module, UuAppClient, on
+from uun_gateway import Module, UuAppClient, command, on
 from uun_gateway.plugins import rescan
 
 JOURNAL: list[str] = []
@@ -106,6 +106,11 @@ class Ticker(_Recorded):
     @on("command", "ticks")
     def count(self, request: tuple[str, str | None]) -> str:
         return str(self.ticks)
+
+    @command("ticks")
+    def ticks_command(self, args: Mapping[str, Any]) -> Any:
+        """How many times it ticked (the uplinks' command channel)."""
+        return {"ticks": self.ticks, "instance": self.name}
 
 
 class Tuner(_Recorded):

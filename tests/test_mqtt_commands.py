@@ -8,6 +8,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from tests import liveset_modules
 from tests.helpers import wait_for
 from tests.mqtt_fixtures import Mosquitto, Subscriber, broker_factory_fixture  # noqa: F401
 from tests.mqtt_helpers import CLIENT_ID, Thermostat, mqtt_section, running
@@ -100,3 +101,27 @@ def test_a_retained_command_is_not_run(tmp_path: Path, broker_factory: BrokerFac
             assert ask(sub, "thermostat.setpoint", {"id": "r2", "args": {"value": 6}}, "r2")["ok"]
             assert thermostat.target == 6
             assert [m.json()["id"] for m in sub.on(f"{CMD}/thermostat.setpoint/result")] == ["r2"]
+
+
+def test_a_module_added_live_is_commanded_and_one_removed_is_not(tmp_path: Path, broker_factory: BrokerFactory) -> None:
+    broker = broker_factory()
+    (tmp_path / "site").mkdir()
+    with (
+        liveset_modules.installed_in(tmp_path / "site"),
+        Subscriber(broker.port, [f"{CMD}/+/result"]) as sub,
+        running(tmp_path, mqtt_section(broker.port)) as (gateway, mqtt, _),
+    ):
+        wait_for(mqtt.connected.is_set)
+        before = ask(sub, "ticker.ticks", {"id": "t1"}, "t1")
+        assert not before["ok"] and "unknown command 'ticker.ticks'" in before["error"]
+        base = gateway.config["gateway"]
+        gateway.reconfigure(
+            {"gateway": {**base, "moduleTimers": {**base.get("moduleTimers", {}), "ticker": 3600}}}, save=False
+        )
+        ticker = next(m for m in gateway.modules if isinstance(m, liveset_modules.Ticker))
+        wait_for(lambda: ticker.ticks >= 1)
+        answer = ask(sub, "ticker.ticks", {"id": "t2"}, "t2")
+        assert answer["ok"] and answer["result"]["instance"] == ticker.name and answer["result"]["ticks"] >= 1
+        gateway.reconfigure({"gateway": base}, save=False)
+        after = ask(sub, "ticker.ticks", {"id": "t3"}, "t3")
+        assert not after["ok"] and "unknown command 'ticker.ticks'" in after["error"]
