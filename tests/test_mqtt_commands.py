@@ -8,6 +8,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import pytest
+
 from tests import liveset_modules
 from tests.helpers import wait_for
 from tests.mqtt_fixtures import Mosquitto, Subscriber, broker_factory_fixture  # noqa: F401
@@ -125,3 +127,27 @@ def test_a_module_added_live_is_commanded_and_one_removed_is_not(tmp_path: Path,
         gateway.reconfigure({"gateway": base}, save=False)
         after = ask(sub, "ticker.ticks", {"id": "t3"}, "t3")
         assert not after["ok"] and "unknown command 'ticker.ticks'" in after["error"]
+
+
+@pytest.mark.parametrize("protocol", ["3.1.1", "5"])
+@pytest.mark.parametrize("session_expiry", [0, 600])
+def test_a_command_sent_while_the_gateway_is_offline_waits_in_a_kept_session(
+    tmp_path: Path, broker_factory: BrokerFactory, protocol: str, session_expiry: int
+) -> None:
+    broker = broker_factory()
+    section = mqtt_section(broker.port, protocol=protocol, sessionExpiry=session_expiry)
+    with Subscriber(broker.port, [f"{CMD}/+/result"]) as sub:
+        with running(tmp_path, section, Thermostat) as (_gateway, mqtt, _):
+            wait_for(mqtt.connected.is_set)  # the broker knows the session (and its subscription) now
+        sub.publish(f"{CMD}/thermostat.setpoint", json.dumps({"id": "offline", "args": {"value": 22}}).encode())
+        with running(tmp_path, section, Thermostat) as (gateway, mqtt, _):
+            wait_for(mqtt.connected.is_set)
+            online = ask(sub, "thermostat.setpoint", {"id": "online", "args": {"value": 23}}, "online")
+            assert online["ok"]
+            thermostat = next(m for m in gateway.modules if isinstance(m, Thermostat))
+            replies = [m.json().get("id") for m in sub.on(f"{CMD}/thermostat.setpoint/result")]
+            if session_expiry:
+                # the queued command came first, then the live one
+                assert replies == ["offline", "online"] and thermostat.target == 23
+            else:
+                assert replies == ["online"], "a clean session drops what was sent while offline"

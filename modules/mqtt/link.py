@@ -19,6 +19,8 @@ from typing import Any
 
 import paho.mqtt.client as mqtt
 from paho.mqtt.enums import CallbackAPIVersion, MQTTErrorCode
+from paho.mqtt.packettypes import PacketTypes
+from paho.mqtt.properties import Properties
 from paho.mqtt.reasoncodes import ReasonCode
 
 from uun_gateway import Backoff, Deadline, StateLog, describe_failure, safe_text
@@ -169,7 +171,7 @@ class Link:
             CallbackAPIVersion.VERSION2,
             client_id=s.client_id,
             protocol=mqtt.MQTTv5 if v5 else mqtt.MQTTv311,
-            clean_session=None if v5 else True,
+            clean_session=None if v5 else s.session_expiry == 0,
         )
         client.suppress_exceptions = True
         # the TCP and TLS handshakes block the owner's thread: keep them short enough for a prompt
@@ -204,8 +206,7 @@ class Link:
             return
         self.logger.debug("mqtt: connecting to %s", broker)
         try:
-            kwargs: dict[str, Any] = {"clean_start": True} if self.settings.protocol == "5" else {}
-            client.connect(broker.host, broker.port, self.settings.keepalive, **kwargs)
+            client.connect(broker.host, broker.port, self.settings.keepalive, **self._session_arguments())
         except ssl.SSLError as exc:
             _discard(client)
             self._attempt_failed(f"TLS handshake with {broker} failed: {_describe(exc)}", "tls")
@@ -218,6 +219,17 @@ class Link:
             self._client = client
             self.state = "connecting"
         self._connect_deadline = Deadline(self.settings.connect_timeout)
+
+    def _session_arguments(self) -> dict[str, Any]:
+        """MQTT 5's CONNECT session flags: a clean start, or the session kept ``sessionExpiry`` s."""
+        expiry = self.settings.session_expiry
+        if self.settings.protocol != "5":
+            return {}
+        if expiry == 0:
+            return {"clean_start": True}
+        properties = Properties(PacketTypes.CONNECT)  # type: ignore[no-untyped-call]
+        properties.SessionExpiryInterval = expiry
+        return {"clean_start": False, "properties": properties}
 
     def _attempt_failed(self, problem: str, kind: str) -> None:
         self._drop()
@@ -283,6 +295,8 @@ class Link:
         if not self.log.ok(f"connected to {self.broker}", first=f"connected to {self.broker}") and self.connects > 1:
             self.logger.info("mqtt: connected to %s", self.broker)
         self._failback_at = Deadline(self.settings.failback_interval) if self._index else None
+        if self.settings.session_expiry and getattr(flags, "session_present", False):
+            self.logger.info("mqtt: %s kept the session: commands queued while offline follow", self.broker)
         if self.settings.commands:
             client.subscribe(self.settings.command_filter, qos=1)
         client.publish(self.settings.status_topic, ONLINE, qos=1, retain=True)

@@ -13,7 +13,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from uun_gateway.bounds import seconds_schema
+from uun_gateway.bounds import YEAR, seconds_schema
 
 DEFAULT_PORT = 1883
 DEFAULT_TLS_PORT = 8883
@@ -93,6 +93,12 @@ CONFIG_SCHEMA: dict[str, Any] = {
         "backoffInitial": _SECONDS,
         "backoffMax": _SECONDS,
         "commands": {"type": "boolean", "description": "subscribe <prefix>/cmd/+ (default true)"},
+        "sessionExpiry": {
+            "type": "integer",
+            "minimum": 0,
+            "maximum": YEAR,
+            "description": f"seconds the broker keeps the session (queued commands) while offline (0..{YEAR}, 0: none)",
+        },
     },
     "dependentRequired": {"passwordFile": ["username"]},
     "additionalProperties": False,
@@ -146,6 +152,8 @@ class Settings:
     backoff_initial: float
     backoff_max: float
     commands: bool
+    session_expiry: int = 0
+    """Seconds the broker keeps the session while the gateway is offline; 0: a clean session."""
 
     @property
     def status_topic(self) -> str:
@@ -171,6 +179,7 @@ class Settings:
             self.keepalive,
             self.prefix,
             self.commands,
+            self.session_expiry,
         )
 
 
@@ -222,4 +231,5 @@ def settings_from(section: Mapping[str, Any], identity: str | None = None) -> Se
             float(section.get("backoffInitial", DEFAULT_BACKOFF_INITIAL)),
         ),
         commands=bool(section.get("commands", True)),
+        session_expiry=int(section.get("sessionExpiry", 0)),
     )
