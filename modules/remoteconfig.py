@@ -33,6 +33,7 @@ class RemoteConfig(Module):
     """
 
     id = "config"
+    carries_remote_config = True
     timer_defaults: ClassVar[Mapping[str | None, float]] = {None: 300.0}
     config_schema: ClassVar[dict[str, Any] | None] = {
         "type": "object",

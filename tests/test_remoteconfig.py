@@ -19,7 +19,7 @@ from uun_gateway.modules.remoteconfig import RemoteConfig
 from tests.fake_uuapp import FakeUuApp
 from tests.helpers import wait_for
 from tests.uuapp_modules import Sensor, gateway_config, loaded_gateway
-from uun_gateway import Gateway
+from uun_gateway import Gateway, Module, on
 
 pytest_plugins = ["tests.uuapp_fixtures"]
 
@@ -173,4 +173,56 @@ def test_a_config_fetched_during_stop_is_not_applied_after_it(tmp_path: Path) ->
             gateway.stop()
             sensor.close_storage()
             assert gateway.uuapp_client is not None
+            gateway.uuapp_client.close()
+
+
+def test_a_remote_config_cannot_switch_off_remote_configuration(fake: FakeUuApp, tmp_path: Path) -> None:
+    # before: a server answer without the config module's timer removed it, and nothing remote could
+    # bring it back
+    config = gateway_config(fake, tmp_path, moduleTimers={"config": 3600, "heartbeat": 3600})
+    path = tmp_path / "config.json"
+    path.write_text(json.dumps(config))
+    fake.gateway_config = {**config["gateway"], "moduleTimers": {"heartbeat": 60}}
+    gateway = Gateway(path)
+    try:
+        rc = next(m for m in gateway.modules if isinstance(m, RemoteConfig))
+        rc.update()
+        assert rc.last_error is not None
+        assert "gateway.moduleTimers.config: a remote config cannot remove module 'config'" in rc.last_error
+        assert [m.id for m in gateway.modules] == ["config", "heartbeat"]
+        assert gateway.timers[("heartbeat", None)].period == 3600
+        gateway.reconfigure({**config, "gateway": fake.gateway_config}, save=False, remote=False)
+        assert [m.id for m in gateway.modules] == ["heartbeat"], "the config file may switch it off"
+    finally:
+        gateway.stop()
+        if gateway.uuapp_client is not None:
+            gateway.uuapp_client.close()
+
+
+class Poller(Module):
+    """An application's module whose period only the config gives (no ``timer_defaults``)."""
+
+    @on("tick")
+    def poll(self) -> None:
+        pass
+
+
+def test_a_remote_config_cannot_leave_an_applications_running_timer_without_a_period(
+    fake: FakeUuApp, tmp_path: Path
+) -> None:
+    # an application's config is checked leniently (a tick without a period is a warning, as in
+    # uun-iot), but a server answer that drops a period would silently stop that timer
+    config = gateway_config(fake, tmp_path, moduleTimers={"poller": 60, "config": 3600})
+    fake.gateway_config = {**config["gateway"], "moduleTimers": {"config": 3600}}
+    gateway = Gateway(config, lambda c, u: [Poller(c["gateway"], u), RemoteConfig(c["gateway"], u)])
+    try:
+        rc = next(m for m in gateway.modules if isinstance(m, RemoteConfig))
+        rc.update()
+        assert rc.last_error is not None
+        assert "gateway.moduleTimers.poller: module 'poller' has @on('tick')" in rc.last_error
+        assert "a remote config may not stop a timer that runs now" in rc.last_error
+        assert gateway.config == config and gateway.timers[("poller", None)].period == 60
+    finally:
+        gateway.stop()
+        if gateway.uuapp_client is not None:
             gateway.uuapp_client.close()

@@ -41,10 +41,14 @@ class ConfigUpdates:
 
     def check(self, config: Mapping[str, Any], *, remote: bool = False) -> list[str]:
         """Every problem ``config`` would have for the loaded modules (empty when valid). A
-        ``remote`` config may not move a storage outside the state directory."""
+        ``remote`` config may not move a storage outside the state directory, remove a module that
+        brings remote configs or stop a running timer (see :meth:`LiveSet.check
+        <uun_gateway.liveset.LiveSet.check>`)."""
         gateway = self._gateway
         trusted, state_dir = (gateway.config, state_directory(gateway.config_path)) if remote else (None, None)
-        return value_errors(config) or self._live.check(normalized(config), trusted=trusted, state_dir=state_dir)
+        return value_errors(config) or self._live.check(
+            normalized(config), trusted=trusted, state_dir=state_dir, remote=remote
+        )
 
     def reconfigure(self, new_config: Mapping[str, Any], *, save: bool, remote: bool) -> bool:
         """Validate, apply and (``save``) persist ``new_config``; False if it equals the current one.

@@ -240,13 +240,20 @@ class LiveSet:
     # -- checking and applying a config ----------------------------------------------------------
 
     def check(
-        self, config: dict[str, Any], *, trusted: Mapping[str, Any] | None = None, state_dir: Path | None = None
+        self,
+        config: dict[str, Any],
+        *,
+        trusted: Mapping[str, Any] | None = None,
+        state_dir: Path | None = None,
+        remote: bool = False,
     ) -> list[str]:
         """Every problem the normalized ``config`` has for the module set it would run on (the
         modules it adds constructed, nothing started); empty when valid. The constructed modules
         are kept for :meth:`apply` of the same config. ``trusted``, ``state_dir``: see
-        :meth:`ModuleSet.check <uun_gateway.loading.ModuleSet.check>`."""
-        prepared, errors = self._prepare(config, {}, trusted=trusted, state_dir=state_dir)
+        :meth:`ModuleSet.check <uun_gateway.loading.ModuleSet.check>`. A ``remote`` config may not
+        remove a module that brings remote configs, nor leave a running timer without a period
+        (what an application's lenient config check lets pass at start)."""
+        prepared, errors = self._prepare(config, {}, trusted=trusted, state_dir=state_dir, remote=remote)
         self._prepared = prepared
         return errors
 
@@ -279,6 +286,7 @@ class LiveSet:
         *,
         trusted: Mapping[str, Any] | None = None,
         state_dir: Path | None = None,
+        remote: bool = False,
     ) -> tuple[_Prepared | None, list[str]]:
         gateway = self._gateway
         current = gateway._set
@@ -304,6 +312,8 @@ class LiveSet:
         kept = [m for m in current.modules if m.id not in going]
         module_set = ModuleSet(self._ordered(kept + fresh, config), installed, current.uuclient, strict=current.strict)
         errors = module_set.check(config, trusted=trusted, state_dir=state_dir)
+        if remote:
+            errors += _remote_losses(current, module_set, plan)
         if errors:
             return None, errors
         return _Prepared(config, plan, module_set, [m for m in module_set.modules if _among(m, fresh)]), []
@@ -404,6 +414,23 @@ class LiveSet:
                         timer.start()
             logger.info("module %s started", module.id)
         return failures
+
+
+def _remote_losses(current: ModuleSet, new: ModuleSet, plan: Plan) -> list[str]:
+    """What a remote config would switch off that could not be switched on again remotely, or that
+    an application's lenient check lets pass: removing a module that brings remote configs, and
+    leaving a running timer without a period."""
+    carriers = {m.id for m in current.modules if m.carries_remote_config}
+    return [
+        f"gateway.moduleTimers.{mid}: a remote config cannot remove module {mid!r}, which brings remote configs "
+        "(it could not be undone remotely); remove it in the config file"
+        for mid in plan.remove
+        if mid in carriers
+    ] + [
+        f"{problem}; a remote config may not stop a timer that runs now"
+        for problem in new.idle_timers
+        if problem not in current.idle_timers
+    ]
 
 
 def _among(module: LoadedModule, modules: Sequence[LoadedModule]) -> bool:

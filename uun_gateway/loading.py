@@ -67,7 +67,9 @@ class LoadedModule:
     section of its own is applied to the running module (its ``@on("update")`` handlers) rather than
     by restarting it; the class attribute ``updates_in_place`` when it sets one, else whether it has
     ``@on("update")`` handlers (a module given by ``module_init``, which cannot be constructed again:
-    True). ``given``: it came from ``module_init``. The methods are what the host does with a module;
+    True). ``carries_remote_config``: the class attribute of that name, True for a module that
+    brings remote configs (``config``, ``mqtt``), which a remote config may not remove. ``given``: it
+    came from ``module_init``. The methods are what the host does with a module;
     this base class is the adapter of a plain class, which has no storage the host manages and keeps
     its config itself.
     """
@@ -89,6 +91,7 @@ class LoadedModule:
         self.timer_defaults: Mapping[str | None, float] = dict(timer_defaults or {})
         self.priority = class_priority(instance)
         self.given = False
+        self.carries_remote_config = getattr(instance, "carries_remote_config", False) is True
         declared = getattr(instance, "updates_in_place", None)
         self._declared_in_place = declared if isinstance(declared, bool) else None
 
@@ -237,7 +240,8 @@ class ModuleSet:
     (an application brought its own modules, as uun-iot applications do), what is the application's
     business is a warning, not an error: keys no loaded module has, non-object values and unknown
     top-level keys, a missing ``uuThing.uuIdentity``, a tick handler without a period (it does not
-    run). :attr:`warnings` holds those of the last :meth:`check`. Not thread-safe on its own: the
+    run). :attr:`warnings` holds those of the last :meth:`check`, :attr:`idle_timers` the problems
+    of its timers without a period. Not thread-safe on its own: the
     gateway serialises its use.
     """
 
@@ -249,6 +253,7 @@ class ModuleSet:
         self.uuclient = uuclient
         self.strict = strict
         self.warnings: list[str] = []
+        self.idle_timers: list[str] = []
 
     @property
     def ids(self) -> list[str]:
@@ -275,6 +280,7 @@ class ModuleSet:
         schema = self.schema(config)
         schema_errors: list[str] = []
         warnings: list[str] = []
+        idle: list[str] = []
         if valid_for != schema:
             schema_errors, warnings = validate_leniently(config, schema, self.strict, module_ids=self.ids)
         unknown = unknown_id_errors(config, set(self.ids), self.installed, strict=self.strict)
@@ -293,6 +299,7 @@ class ModuleSet:
             state_dir=state_dir,
         ):
             if not self.strict and "but no period" in problem:
+                idle.append(problem)
                 warnings.append(problem + "; it does not run")
             else:
                 errors.append(problem)
@@ -301,6 +308,7 @@ class ModuleSet:
 
             errors += rule_errors(config["gateway"]["alarms"])
         self.warnings = warnings
+        self.idle_timers = idle
         for warning in warnings:
             logger.warning("config: %s", warning)
         return errors

@@ -50,6 +50,7 @@ class Mqtt(Module):
     """
 
     id = "mqtt"
+    carries_remote_config = True
     config_schema: ClassVar[dict[str, Any] | None] = CONFIG_SCHEMA
 
     def __init__(self, config: Mapping[str, Any] | None = None, uuclient: UuAppClient | None = None) -> None:
