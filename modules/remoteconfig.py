@@ -34,6 +34,8 @@ class RemoteConfig(Module):
 
     id = "config"
     carries_remote_config = True
+    # it reads its section at every tick; restarting it would stop the tick that applies the change
+    updates_in_place = True
     timer_defaults: ClassVar[Mapping[str | None, float]] = {None: 300.0}
     config_schema: ClassVar[dict[str, Any] | None] = {
         "type": "object",

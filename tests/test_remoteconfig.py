@@ -226,3 +226,27 @@ def test_a_remote_config_cannot_leave_an_applications_running_timer_without_a_pe
         gateway.stop()
         if gateway.uuapp_client is not None:
             gateway.uuapp_client.close()
+
+
+def test_a_remote_config_changing_the_config_modules_own_section_applies_in_place(
+    fake: FakeUuApp, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    # before: the module was restarted from inside the tick applying the change ("timer config:
+    # handler still running at stop; abandoned")
+    config = gateway_config(fake, tmp_path, moduleTimers={"config": 3600}, config={"uuCmd": GET_CONFIG})
+    path = tmp_path / "config.json"
+    path.write_text(json.dumps(config))
+    fake.gateway_config = {**config["gateway"], "config": {"uuCmd": "gateway/getConfigurationV2"}}
+    gateway = Gateway(path)
+    try:
+        gateway.start()
+        (rc,) = gateway.modules
+        with caplog.at_level(logging.INFO):
+            rc.update()
+        assert rc.last_error is None and rc.applied == 1
+        assert gateway.modules == [rc] and rc.uucmd == "gateway/getConfigurationV2"
+        assert "abandoned" not in caplog.text
+    finally:
+        gateway.stop()
+        if gateway.uuapp_client is not None:
+            gateway.uuapp_client.close()
