@@ -92,7 +92,8 @@ def command(path: Path, line: str) -> str:
 
 LEGACY_IMPORTS = {
     "uun_gateway": ["Gateway", "Module", "ConfigScopeEnum", "EvTick", "EvStart", "EvStop", "EvConfUpdate",
-                    "EvExternal", "attach_handlers", "on_tick", "UuAppClient", "UuCmdSession"],
+                    "EvExternal", "attach_handlers", "on_tick", "UuAppClient", "UuCmdSession", "EventRegister",
+                    "IModule"],
     "uun_gateway.Gateway": ["Gateway", "Config", "ModuleTimer"],
     "uun_gateway.UuAppClient": ["UuAppClient", "UuCmdSession"],
     "uun_gateway.modules": ["Module", "ConfigScopeEnum", "BaseHealthCheck"],
@@ -426,3 +427,31 @@ def test_the_apps_are_written_against_uun_iot() -> None:
         text = app.read_text()
         assert "uun_iot" in text and "uun_gateway" not in text, app.name
     assert os.path.isdir(APPS)
+
+
+def test_the_systemd_handler_writes_journal_lines_whatever_formatter_the_application_sets() -> None:
+    # the published applications' bin scripts set "%(name)s - %(levelname)s - %(message)s" on it
+    import io
+    import logging
+
+    from uun_gateway.compat.utils import LoggingSystemdHandler  # uun_gateway.utils for applications
+
+    stream = io.StringIO()
+    handler = LoggingSystemdHandler(stream)
+    handler.setFormatter(logging.Formatter("%(name)s - %(levelname)s - %(message)s"))
+    log = logging.getLogger("tests.compat.journal")
+    log.propagate = False
+    log.addHandler(handler)
+    try:
+        log.warning("multi\nline")
+        try:
+            raise ValueError("boom")
+        except ValueError:
+            log.exception("failed")
+    finally:
+        log.removeHandler(handler)
+        log.propagate = True
+    first, second = stream.getvalue().splitlines()
+    assert first == "<4>tests.compat.journal - WARNING - multi\\nline"
+    assert second.startswith("<3>tests.compat.journal - ERROR - failed\\nTraceback (most recent call last):\\n")
+    assert second.endswith("ValueError: boom")

@@ -26,8 +26,14 @@ class JournalFormatter(logging.Formatter):
         super().__init__("%(name)s: %(message)s")
 
     def format(self, record: logging.LogRecord) -> str:
-        priority = next((p for level, p in _PRIORITIES if record.levelno >= level), 7)
-        return f"<{priority}>" + super().format(record).replace("\n", "\\n")
+        return journal_line(record.levelno, super().format(record))
+
+
+def journal_line(levelno: int, text: str) -> str:
+    """``text`` as one journal line of a record of level ``levelno``: the ``<N>`` priority prefix,
+    newlines escaped."""
+    priority = next((p for level, p in _PRIORITIES if levelno >= level), 7)
+    return f"<{priority}>" + text.replace("\n", "\\n")
 
 
 logger = logging.getLogger(__name__)

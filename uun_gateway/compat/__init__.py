@@ -34,6 +34,8 @@ LEGACY_ATTRIBUTES: dict[tuple[str, str], str] = {
         for name in ("EvTick", "EvStart", "EvStop", "EvConfUpdate", "EvExternal", "attach_handlers", "on_tick")
     },
     ("uun_gateway", "ConfigScopeEnum"): "uun_gateway.compat.module:ConfigScopeEnum",
+    ("uun_gateway", "EventRegister"): "uun_gateway.compat.events:EventRegister",  # 0.11
+    ("uun_gateway", "IModule"): "uun_gateway.compat.typing:IModule",  # 0.10, 0.11
     **{
         ("uun_gateway", path.rsplit(".", 1)[1]): path
         for path in LEGACY_MODULES

@@ -13,7 +13,7 @@ from typing import Any
 from ..files import atomic_write
 from ..module import module_id_from_str
 from ..storage import Storage
-from ..systemd import JournalFormatter
+from ..systemd import journal_line
 from ..timers import RepeatTimer
 from ..timestamps import parse_iso
 
@@ -95,11 +95,15 @@ def _get_dict_path(dic: Any, key_pieces: Sequence[str | None], must_exist: bool)
 
 
 class LoggingSystemdHandler(logging.StreamHandler):  # type: ignore[type-arg]
-    """A stream handler writing journal lines (``<N>`` priority prefix, one line per record)."""
+    """A stream handler writing journal lines (``<N>`` priority prefix, one line per record),
+    whatever formatter the application sets, as uun-iot's does."""
 
     def __init__(self, stream: Any = None) -> None:
         super().__init__(stream)
-        self.setFormatter(JournalFormatter())
+        self.setFormatter(logging.Formatter("%(name)s: %(message)s"))
+
+    def format(self, record: logging.LogRecord) -> str:
+        return journal_line(record.levelno, super().format(record))
 
 
 __all__ = [
