@@ -464,8 +464,10 @@ class Upload(Module):
         results: list[Future[tuple[requests.Response | None, BaseException | None]]],
     ) -> bool:
         """Apply the answers in the order the batches were read: the first batch not wholly accepted
-        ends the round, and it and every batch after it stay stored (sent again later, same ids)."""
+        ends the round, and it and every batch after it stay stored (sent again later, same ids).
+        What the server accepted is acked at the end, in one transaction (one flush per round)."""
         failure: str | None = None
+        delivered: list[int] = []
         for batch, future in zip(batches, results, strict=True):
             response, exc = future.result()
             state.requests += 1
@@ -486,23 +488,23 @@ class Upload(Module):
                 failure = ""
                 continue
             accepted, problem = _accepted(batch.entries, response, exc)
-            if accepted:
-                try:
-                    storage.ack(accepted)
-                except StorageError as err:
-                    # delivered but still stored: it goes out again (same ids) after the backoff
-                    failure = (
-                        f"the server accepted {len(accepted)} entries but they could not be removed from storage "
-                        f"({err})"
-                    )
-                    continue
-                state.sent += len(accepted)
+            delivered += accepted
             if problem is not None or len(accepted) != len(batch.entries):
                 failure = (
                     problem or f"{len(batch.entries) - len(accepted)} of {len(batch.entries)} entries not accepted"
                 )
                 if not accepted and batch.body is not None:
                     state.prepared[batch.entries[0].id] = batch  # the same bytes next time
+        if delivered:
+            try:
+                storage.ack(delivered)
+            except StorageError as err:
+                # delivered but still stored: it goes out again (same ids) after the backoff
+                failure = (
+                    f"the server accepted {len(delivered)} entries but they could not be removed from storage ({err})"
+                )
+            else:
+                state.sent += len(delivered)
         if failure == "":
             return True  # only the encoding was refused: send again at once, uncompressed
         if failure is not None:

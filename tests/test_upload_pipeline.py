@@ -15,6 +15,7 @@ from uun_gateway.modules.upload import Batch, Upload
 from tests.fake_uuapp import FakeUuApp
 from tests.helpers import wait_for
 from tests.uuapp_modules import UPLOAD, delivered, running, upload_config
+from uun_gateway import Storage
 
 pytest_plugins = ["tests.uuapp_fixtures"]
 
@@ -37,6 +38,24 @@ def test_a_failure_in_the_middle_keeps_that_batch_and_every_later_one(fake: Fake
         # batches 4 and 5 were accepted, but acking them would leave a hole before them
         assert [e.id for e in sensor.storage.oldest(100)] == list(range(21, 51))
         assert upload.state["sensor"].failures == 1
+
+
+def test_a_round_is_acked_in_one_transaction(fake: FakeUuApp, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    # each ack is a durable transaction (a flush): one per round of batches, not one per batch
+    acks: list[list[int]] = []
+    original = Storage.ack
+
+    def spy(self: Storage, ids: Any) -> int:
+        acks.append(list(ids))
+        return original(self, acks[-1])
+
+    monkeypatch.setattr(Storage, "ack", spy)
+    config = upload_config(fake, tmp_path, period=3600, **sources(10, pipeline=5))
+    with running(config, start=False) as (_, sensor, upload):
+        ids = sensor.storage.extend([{"n": i} for i in range(50)])
+        assert upload.send_batch("sensor") is True
+        assert len(fake.for_cmd(UPLOAD)) == 5 and len(sensor.storage) == 0
+    assert acks == [ids]
 
 
 def test_batches_grow_while_the_backlog_is_large_and_stay_within_their_bytes(fake: FakeUuApp, tmp_path: Path) -> None:
