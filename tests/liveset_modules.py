@@ -28,6 +28,8 @@ ENTRY_POINTS = {
     "early": "tests.liveset_modules:Early",
     "broken": "tests.liveset_modules:Broken",
     "badStart": "tests.liveset_modules:BadStart",
+    "courier": "tests.liveset_modules:Courier",
+    "herald": "tests.liveset_modules:Herald",
     "missing": "tests.no_such_module:Missing",
 }
 
@@ -123,6 +125,16 @@ class Tuner(_Recorded):
     @on("update")
     def updated(self) -> None:
         self.updates += 1
+
+
+class Courier(_Recorded):
+    """Brings remote configs (as ``config`` and ``mqtt`` do)."""
+
+    carries_remote_config = True
+
+
+class Herald(Courier):
+    """A second module that brings remote configs."""
 
 
 class Early(_Recorded):

@@ -233,3 +233,23 @@ def test_modules_lists_the_installed_modules_without_starting_any(
     assert JOURNAL == []  # nothing constructed, nothing started
     assert cli.main(["modules"]) == 0
     assert "ticker  (tests.liveset_modules:Ticker)" in capsys.readouterr().out
+
+
+def test_a_remote_config_may_remove_a_module_that_brings_remote_configs_but_not_the_last_one(
+    tmp_path: Path, installed: Path
+) -> None:
+    config = base_config(tmp_path, courier={}, herald={})
+    gateway = Gateway(config)
+    try:
+        gateway.start()
+        without_herald = {"gateway": {k: v for k, v in config["gateway"].items() if k != "herald"}}
+        gateway.reconfigure(without_herald, save=False)
+        assert "herald" not in [m.id for m in gateway.modules], "courier still brings remote configs"
+        alone = {"gateway": {k: v for k, v in without_herald["gateway"].items() if k != "courier"}}
+        with pytest.raises(ConfigError, match=r"gateway.moduleTimers.courier: a remote config cannot remove"):
+            gateway.reconfigure(alone, save=False)
+        assert "courier" in [m.id for m in gateway.modules]
+        gateway.reconfigure(alone, save=False, remote=False)  # the config file may
+        assert "courier" not in [m.id for m in gateway.modules]
+    finally:
+        gateway.stop()

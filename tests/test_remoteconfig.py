@@ -188,7 +188,7 @@ def test_a_remote_config_cannot_switch_off_remote_configuration(fake: FakeUuApp,
         rc = next(m for m in gateway.modules if isinstance(m, RemoteConfig))
         rc.update()
         assert rc.last_error is not None
-        assert "gateway.moduleTimers.config: a remote config cannot remove module 'config'" in rc.last_error
+        assert "gateway.moduleTimers.config: a remote config cannot remove module 'config': no module" in rc.last_error
         assert [m.id for m in gateway.modules] == ["config", "heartbeat"]
         assert gateway.timers[("heartbeat", None)].period == 3600
         gateway.reconfigure({**config, "gateway": fake.gateway_config}, save=False, remote=False)

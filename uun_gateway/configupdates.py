@@ -41,8 +41,8 @@ class ConfigUpdates:
 
     def check(self, config: Mapping[str, Any], *, remote: bool = False) -> list[str]:
         """Every problem ``config`` would have for the loaded modules (empty when valid). A
-        ``remote`` config may not move a storage outside the state directory, remove a module that
-        brings remote configs or stop a running timer (see :meth:`LiveSet.check
+        ``remote`` config may not move a storage outside the state directory, remove the last
+        modules that bring remote configs or stop a running timer (see :meth:`LiveSet.check
         <uun_gateway.liveset.LiveSet.check>`)."""
         gateway = self._gateway
         trusted, state_dir = (gateway.config, state_directory(gateway.config_path)) if remote else (None, None)

@@ -251,8 +251,8 @@ class LiveSet:
         modules it adds constructed, nothing started); empty when valid. The constructed modules
         are kept for :meth:`apply` of the same config. ``trusted``, ``state_dir``: see
         :meth:`ModuleSet.check <uun_gateway.loading.ModuleSet.check>`. A ``remote`` config may not
-        remove a module that brings remote configs, nor leave a running timer without a period
-        (what an application's lenient config check lets pass at start)."""
+        remove the last modules that bring remote configs, nor leave a running timer without a
+        period (what an application's lenient config check lets pass at start)."""
         prepared, errors = self._prepare(config, {}, trusted=trusted, state_dir=state_dir, remote=remote)
         self._prepared = prepared
         return errors
@@ -418,13 +418,14 @@ class LiveSet:
 
 def _remote_losses(current: ModuleSet, new: ModuleSet, plan: Plan) -> list[str]:
     """What a remote config would switch off that could not be switched on again remotely, or that
-    an application's lenient check lets pass: removing a module that brings remote configs, and
-    leaving a running timer without a period."""
-    carriers = {m.id for m in current.modules if m.carries_remote_config}
+    an application's lenient check lets pass: removing the last modules that bring remote configs,
+    and leaving a running timer without a period."""
+    carriers = [m.id for m in current.modules if m.carries_remote_config]
+    lockout = bool(carriers) and not any(m.carries_remote_config for m in new.modules)
     return [
-        f"gateway.moduleTimers.{mid}: a remote config cannot remove module {mid!r}, which brings remote configs "
-        "(it could not be undone remotely); remove it in the config file"
-        for mid in plan.remove
+        f"gateway.moduleTimers.{mid}: a remote config cannot remove module {mid!r}: no module that brings remote "
+        "configs would be left (it could not be undone remotely); remove it in the config file"
+        for mid in (plan.remove if lockout else ())
         if mid in carriers
     ] + [
         f"{problem}; a remote config may not stop a timer that runs now"

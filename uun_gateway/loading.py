@@ -68,7 +68,7 @@ class LoadedModule:
     by restarting it; the class attribute ``updates_in_place`` when it sets one, else whether it has
     ``@on("update")`` handlers (a module given by ``module_init``, which cannot be constructed again:
     True). ``carries_remote_config``: the class attribute of that name, True for a module that
-    brings remote configs (``config``, ``mqtt``), which a remote config may not remove. ``given``: it
+    brings remote configs (``config``, ``mqtt``): a remote config may not remove the last of them. ``given``: it
     came from ``module_init``. The methods are what the host does with a module;
     this base class is the adapter of a plain class, which has no storage the host manages and keeps
     its config itself.
