@@ -68,10 +68,10 @@ class LoadedModule:
     by restarting it; the class attribute ``updates_in_place`` when it sets one, else whether it has
     ``@on("update")`` handlers (a module given by ``module_init``, which cannot be constructed again:
     True). ``carries_remote_config``: the class attribute of that name, True for a module that
-    brings remote configs (``config``, ``mqtt``): a remote config may not remove the last of them. ``given``: it
-    came from ``module_init``. The methods are what the host does with a module;
-    this base class is the adapter of a plain class, which has no storage the host manages and keeps
-    its config itself.
+    brings remote configs (``config``, ``mqtt``); a remote config may not remove the last of them.
+    ``given``: it came from ``module_init``. The methods are what the host does with a module; this
+    base class is the adapter of a plain class, which has no storage the host manages and keeps its
+    config itself.
     """
 
     def __init__(
@@ -241,8 +241,7 @@ class ModuleSet:
     business is a warning, not an error: keys no loaded module has, non-object values and unknown
     top-level keys, a missing ``uuThing.uuIdentity``, a tick handler without a period (it does not
     run). :attr:`warnings` holds those of the last :meth:`check`, :attr:`idle_timers` the problems
-    of its timers without a period. Not thread-safe on its own: the
-    gateway serialises its use.
+    of its timers without a period. Not thread-safe on its own: the gateway serialises its use.
     """
 
     def __init__(
