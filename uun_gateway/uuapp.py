@@ -80,6 +80,12 @@ DEFAULT_TOKEN_LEEWAY = 60.0
 RequestResult = tuple[requests.Response | None, "TokenError | requests.RequestException | None"]
 
 _GATEWAY_PATTERN = r"^(https?://)?[A-Za-z0-9._~%\-\[\]:]+/?$"
+_GATEWAY = {
+    "type": "string",
+    "pattern": _GATEWAY_PATTERN,
+    "format": "uuapp-gateway",
+    "description": "a host name (https is implied) or http(s)://host[:port], port 1-65535",
+}
 _NAME = {"type": "string", "minLength": 1, "pattern": r"^[^/\s]+$"}
 # writeOnly marks secrets: whoever reports a validation error must not print their value.
 _SECRET = {"type": "string", "minLength": 1, "writeOnly": True}
@@ -93,12 +99,7 @@ UUAPP_SCHEMA: dict[str, Any] = {
             "description": "The uuApp server the gateway reports to.",
             "required": ["gateway", "uuAppName", "awid"],
             "properties": {
-                "gateway": {
-                    "type": "string",
-                    "pattern": _GATEWAY_PATTERN,
-                    "format": "uuapp-gateway",
-                    "description": "a host name (https is implied) or http(s)://host[:port], port 1-65535",
-                },
+                "gateway": _GATEWAY,
                 "uuAppName": _NAME,
                 "awid": _NAME,
                 "uuCmdList": {"type": "object", "additionalProperties": {"type": "string", "minLength": 1}},
@@ -125,12 +126,7 @@ UUAPP_SCHEMA: dict[str, Any] = {
             "description": "The OIDC service that grants the bearer token.",
             "required": ["gateway", "uuAppName", "awid", "uuCmd", "tokenPath"],
             "properties": {
-                "gateway": {
-                    "type": "string",
-                    "pattern": _GATEWAY_PATTERN,
-                    "format": "uuapp-gateway",
-                    "description": "a host name (https is implied) or http(s)://host[:port], port 1-65535",
-                },
+                "gateway": _GATEWAY,
                 "uuAppName": _NAME,
                 "awid": _NAME,
                 "clientId": {"type": "string"},
