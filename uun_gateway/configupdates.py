@@ -14,7 +14,6 @@ from .config import load_config, normalized, read_saved_update, save_update, val
 from .errors import ConfigApplyError, ConfigError
 from .liveset import LiveSet
 from .plugins import rescan
-from .storage import state_directory
 
 logger = logging.getLogger("uun_gateway.gateway")
 
@@ -44,11 +43,7 @@ class ConfigUpdates:
         ``remote`` config may not move a storage outside the state directory, remove the last
         modules that bring remote configs or stop a running timer (see :meth:`LiveSet.check
         <uun_gateway.liveset.LiveSet.check>`)."""
-        gateway = self._gateway
-        trusted, state_dir = (gateway.config, state_directory(gateway.config_path)) if remote else (None, None)
-        return value_errors(config) or self._live.check(
-            normalized(config), trusted=trusted, state_dir=state_dir, remote=remote
-        )
+        return value_errors(config) or self._live.check(normalized(config), remote=remote)
 
     def reconfigure(self, new_config: Mapping[str, Any], *, save: bool, remote: bool) -> bool:
         """Validate, apply and (``save``) persist ``new_config``; False if it equals the current one.
@@ -98,8 +93,8 @@ class ConfigUpdates:
         file's, if there is one. An unreadable, invalid or failing saved update is reported (in the
         log and ``config_error``) and ignored."""
         gateway = self._gateway
-        path = gateway.saved_update_path
-        if path is None or path == gateway.config_path or not path.exists():
+        path = self._saved_update_path()
+        if path is None:
             return
         try:
             gateway.reconfigure({**gateway.config, "gateway": read_saved_update(path)}, save=False)
@@ -108,6 +103,11 @@ class ConfigUpdates:
             logger.warning("ignoring the saved remote config %s: %s", path, exc)
             return
         logger.info("using the remote config saved at %s over %s", path, gateway.config_path)
+
+    def _saved_update_path(self) -> Path | None:
+        """Where a remote update saved by an earlier run is, if there is one apart from the file."""
+        path = self._gateway.saved_update_path
+        return path if path is not None and path != self._gateway.config_path and path.exists() else None
 
     def reload(self) -> str:
         """Re-read the config file (with the saved remote update over it, as at start) and apply it
@@ -119,8 +119,8 @@ class ConfigUpdates:
             raise ConfigError(["the gateway was given a config object, not a file: nothing to re-read"], "reload")
         rescan()
         config = normalized(load_config(gateway.config_path))
-        saved = gateway.saved_update_path
-        if saved is not None and saved != gateway.config_path and saved.exists():
+        saved = self._saved_update_path()
+        if saved is not None:
             config["gateway"] = read_saved_update(saved)
         with gateway._lock:
             self._live.last_change = "no change"

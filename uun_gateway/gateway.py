@@ -271,8 +271,8 @@ class Gateway(AbstractContextManager["Gateway"]):
     # -- configuration updates -------------------------------------------------------------------
 
     def check(self, config: Mapping[str, Any], *, remote: bool = False) -> list[str]:
-        """Every problem ``config`` would have for the loaded modules (empty when valid). A
-        ``remote`` config may not move a storage outside the state directory."""
+        """Every problem ``config`` would have for the loaded modules (empty when valid); what a
+        ``remote`` one may not do: see :meth:`LiveSet.check <uun_gateway.liveset.LiveSet.check>`."""
         return self._updates.check(config, remote=remote)
 
     def reconfigure(self, new_config: Mapping[str, Any], *, save: bool = True, remote: bool = True) -> bool:

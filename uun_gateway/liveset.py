@@ -44,6 +44,7 @@ from .host import ModuleHost
 from .loading import LoadedModule, ModuleSet, TimerKey, _construct, adapt, configured_module_ids
 from .plugins import available_module_ids, load_module_class
 from .priority import describe_order, in_start_order
+from .storage import state_directory
 from .timers import RepeatTimer
 
 if TYPE_CHECKING:
@@ -59,6 +60,7 @@ class _Gateway(Protocol):
     """What :class:`LiveSet` changes of its :class:`~uun_gateway.gateway.Gateway` (its internals)."""
 
     config: dict[str, Any]
+    config_path: Path | None
     runev: threading.Event
     uuapp_client: UuAppClient | None
     alarms: AlarmService | None
@@ -239,21 +241,15 @@ class LiveSet:
 
     # -- checking and applying a config ----------------------------------------------------------
 
-    def check(
-        self,
-        config: dict[str, Any],
-        *,
-        trusted: Mapping[str, Any] | None = None,
-        state_dir: Path | None = None,
-        remote: bool = False,
-    ) -> list[str]:
+    def check(self, config: dict[str, Any], *, remote: bool = False) -> list[str]:
         """Every problem the normalized ``config`` has for the module set it would run on (the
         modules it adds constructed, nothing started); empty when valid. The constructed modules
-        are kept for :meth:`apply` of the same config. ``trusted``, ``state_dir``: see
-        :meth:`ModuleSet.check <uun_gateway.loading.ModuleSet.check>`. A ``remote`` config may not
-        remove the last modules that bring remote configs, nor leave a running timer without a
-        period (what an application's lenient config check lets pass at start)."""
-        prepared, errors = self._prepare(config, {}, trusted=trusted, state_dir=state_dir, remote=remote)
+        are kept for :meth:`apply` of the same config. A ``remote`` config may place storages only
+        inside the state directory (see :meth:`ModuleSet.check
+        <uun_gateway.loading.ModuleSet.check>`), and may not remove the last modules that bring
+        remote configs nor leave a running timer without a period (what an application's lenient
+        config check lets pass at start)."""
+        prepared, errors = self._prepare(config, {}, remote=remote)
         self._prepared = prepared
         return errors
 
@@ -284,8 +280,6 @@ class LiveSet:
         config: dict[str, Any],
         reuse: Mapping[str, LoadedModule],
         *,
-        trusted: Mapping[str, Any] | None = None,
-        state_dir: Path | None = None,
         remote: bool = False,
     ) -> tuple[_Prepared | None, list[str]]:
         gateway = self._gateway
@@ -311,9 +305,11 @@ class LiveSet:
         going = {*plan.remove, *plan.restart}
         kept = [m for m in current.modules if m.id not in going]
         module_set = ModuleSet(self._ordered(kept + fresh, config), installed, current.uuclient, strict=current.strict)
-        errors = module_set.check(config, trusted=trusted, state_dir=state_dir)
         if remote:
+            errors = module_set.check(config, trusted=gateway.config, state_dir=state_directory(gateway.config_path))
             errors += _remote_losses(current, module_set, plan)
+        else:
+            errors = module_set.check(config)
         if errors:
             return None, errors
         return _Prepared(config, plan, module_set, [m for m in module_set.modules if _among(m, fresh)]), []
@@ -420,18 +416,21 @@ def _remote_losses(current: ModuleSet, new: ModuleSet, plan: Plan) -> list[str]:
     """What a remote config would switch off that could not be switched on again remotely, or that
     an application's lenient check lets pass: removing the last modules that bring remote configs,
     and leaving a running timer without a period."""
-    carriers = [m.id for m in current.modules if m.carries_remote_config]
-    lockout = bool(carriers) and not any(m.carries_remote_config for m in new.modules)
-    return [
-        f"gateway.moduleTimers.{mid}: a remote config cannot remove module {mid!r}: no module that brings remote "
-        "configs would be left (it could not be undone remotely); remove it in the config file"
-        for mid in (plan.remove if lockout else ())
-        if mid in carriers
-    ] + [
+    losses: list[str] = []
+    carriers = {m.id for m in current.modules if m.carries_remote_config}
+    if carriers and not any(m.carries_remote_config for m in new.modules):
+        losses += [
+            f"gateway.moduleTimers.{mid}: a remote config cannot remove module {mid!r}: no module that brings "
+            "remote configs would be left (it could not be undone remotely); remove it in the config file"
+            for mid in plan.remove
+            if mid in carriers
+        ]
+    losses += [
         f"{problem}; a remote config may not stop a timer that runs now"
         for problem in new.idle_timers
         if problem not in current.idle_timers
     ]
+    return losses
 
 
 def _among(module: LoadedModule, modules: Sequence[LoadedModule]) -> bool:
