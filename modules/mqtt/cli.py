@@ -28,6 +28,8 @@ from paho.mqtt.enums import CallbackAPIVersion
 
 from uun_gateway import Commands, describe_failure, iso_utc, parse_iso, safe_text
 
+from .link import discard_client
+
 EXIT_ERROR_REPLY = 1
 EXIT_UNREACHABLE = 2
 DEFAULT_PREFIX = "uun"
@@ -140,9 +142,7 @@ class Connection:
     def close(self) -> None:
         self.client.disconnect()
         self.client.loop_stop()
-        reset = getattr(self.client, "_reset_sockets", None)
-        if callable(reset):
-            reset()
+        discard_client(self.client)
 
 
 def _connect(

@@ -208,11 +208,11 @@ class Link:
         try:
             client.connect(broker.host, broker.port, self.settings.keepalive, **self._session_arguments())
         except ssl.SSLError as exc:
-            _discard(client)
+            discard_client(client)
             self._attempt_failed(f"TLS handshake with {broker} failed: {_describe(exc)}", "tls")
             return
         except (OSError, ValueError) as exc:
-            _discard(client)
+            discard_client(client)
             self._attempt_failed(f"{broker} unreachable: {_describe(exc)}", "unreachable")
             return
         with self._lock:
@@ -259,7 +259,7 @@ class Link:
         self._connect_deadline = None
         self._failback_at = None
         if client is not None:
-            _discard(client)
+            discard_client(client)
 
     def _maybe_failback(self) -> None:
         if self._index == 0 or self._failback_at is None or not self._failback_at.expired():
@@ -354,7 +354,7 @@ def _describe(exc: BaseException) -> str:
     return describe_failure(exc)
 
 
-def _discard(client: mqtt.Client) -> None:
+def discard_client(client: mqtt.Client) -> None:
     """Close a client's socket and its wake-up socket pair (paho closes the pair only when the
     client is garbage collected)."""
     client.on_connect = client.on_disconnect = client.on_publish = client.on_message = None
