@@ -1,4 +1,5 @@
-"""The outage toolkit: Backoff, Deadline, StateLog, describe_failure, safe_text; atomic_write; iso_utc."""
+"""The outage toolkit: Backoff, Deadline, StateLog, describe_failure, safe_text; atomic_write,
+read_secret_file; iso_utc."""
 
 from __future__ import annotations
 
@@ -11,7 +12,17 @@ from pathlib import Path
 import pytest
 import requests
 
-from uun_gateway import Backoff, Deadline, StateLog, atomic_write, describe_failure, iso_utc, parse_iso, safe_text
+from uun_gateway import (
+    Backoff,
+    Deadline,
+    StateLog,
+    atomic_write,
+    describe_failure,
+    iso_utc,
+    parse_iso,
+    read_secret_file,
+    safe_text,
+)
 
 
 class FakeClock:
@@ -151,3 +162,20 @@ def test_iso_utc_round_trips() -> None:
     assert parse_iso("1970-01-01T00:00:02").timestamp() == 2
     with pytest.raises(ValueError, match="not an ISO 8601 timestamp: 'soon'"):
         parse_iso("soon")
+
+
+def test_read_secret_file_refuses_what_is_not_a_small_regular_utf8_file_without_blocking(tmp_path: Path) -> None:
+    good = tmp_path / "password"
+    good.write_text("s3cret\n")
+    assert read_secret_file(good) == "s3cret\n"
+    fifo = tmp_path / "fifo"
+    os.mkfifo(fifo)  # opened for reading, it would block until a writer came
+    huge = tmp_path / "huge"
+    huge.write_bytes(b"x" * (64 * 1024 + 1))
+    latin = tmp_path / "latin"
+    latin.write_bytes(b"h\xe9slo")
+    for path, problem in ((fifo, "not a regular file"), (huge, "larger than 64 KiB"), (latin, "not UTF-8 text")):
+        with pytest.raises(OSError) as info:
+            read_secret_file(path)
+        assert info.value.strerror == problem and info.value.filename == str(path)
+        assert "slo" not in str(info.value)

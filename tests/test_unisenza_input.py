@@ -4,6 +4,7 @@ replies (a tiny plain-HTTP stand-in on loopback; the full cloud double is not ne
 from __future__ import annotations
 
 import json
+import os
 import threading
 from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -113,6 +114,15 @@ def test_an_unreadable_password_file_is_a_config_error(tmp_path: Path, capsys: p
     err = capsys.readouterr().err
     # relative to the working directory, as for the service (and as storage paths are)
     assert "gateway.unisenza: cannot read the password file missing.password: No such file" in err, err
+
+
+def test_a_password_file_that_is_a_fifo_is_refused_without_blocking(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    os.mkfifo(tmp_path / "pipe.password")
+    config = {"gateway": {"unisenza": {"username": "a", "passwordFile": str(tmp_path / "pipe.password")}}}
+    assert main(["unisenza", "list", "-c", write_config(tmp_path, config)]) == 78
+    assert "pipe.password: not a regular file" in capsys.readouterr().err
 
 
 @pytest.mark.parametrize("timeout", ["-5", "0", "nan", "inf"])

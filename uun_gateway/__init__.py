@@ -31,7 +31,7 @@ if TYPE_CHECKING:
         UunGatewayError,
     )
     from .events import on
-    from .files import atomic_write
+    from .files import atomic_write, read_secret_file
     from .gateway import Gateway
     from .host import ModuleHost
     from .httpcall import AnswerTooLarge, DeadlineExceeded, Interrupted, bounded_session, exchange
@@ -82,6 +82,7 @@ _EXPORTS: dict[str, tuple[str, str]] = {
     "atomic_write": ("files", "atomic_write"),
     "bounded_session": ("httpcall", "bounded_session"),
     "describe_failure": ("outage", "describe_failure"),
+    "read_secret_file": ("files", "read_secret_file"),
     "exchange": ("httpcall", "exchange"),
     "iso_utc": ("timestamps", "iso_utc"),
     "load_config": ("config", "load_config"),
@@ -136,6 +137,7 @@ __all__ = [
     "module_id_from_str",
     "on",
     "parse_iso",
+    "read_secret_file",
     "safe_text",
     "validate_config",
 ]

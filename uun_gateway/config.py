@@ -5,12 +5,10 @@ from __future__ import annotations
 
 import copy
 import difflib
-import errno
 import json
 import math
 import os
 import re
-import stat
 from collections.abc import Collection, Iterable, Mapping
 from pathlib import Path
 from typing import Any, cast
@@ -20,7 +18,7 @@ import jsonschema
 from .alarmschema import ALARMS_SCHEMA
 from .bounds import DAY, MAX_INTEGER, YEAR
 from .errors import ConfigError
-from .files import atomic_write
+from .files import atomic_write, read_regular_file
 from .priority import PRIORITY_SCHEMA
 
 MAX_DEPTH = 64  # nesting of a config (JSON objects and arrays); real configs use < 10
@@ -337,7 +335,7 @@ def load_config(path: str | os.PathLike[str]) -> dict[str, Any]:
     """Read a JSON config file. Raises :class:`ConfigError` naming the file (and line) on failure."""
     source = str(path)
     try:
-        data = _read_regular_file(Path(path))
+        data = read_regular_file(path, MAX_CONFIG_BYTES)
         text = data.decode("utf-8")
     except OSError as exc:
         raise ConfigError([f"cannot read the file: {exc.strerror or exc}"], source) from exc
@@ -377,23 +375,6 @@ def load_config(path: str | os.PathLike[str]) -> dict[str, Any]:
     if errors:
         raise ConfigError(errors, source)
     return config
-
-
-def _read_regular_file(path: Path) -> bytes:
-    """The bytes of a regular file of at most :data:`MAX_CONFIG_BYTES`. A FIFO, a device or a
-    directory is refused without blocking on it (``O_NONBLOCK``); raises :class:`OSError`."""
-    fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
-    try:
-        info = os.fstat(fd)
-        if not stat.S_ISREG(info.st_mode):
-            raise OSError(errno.EINVAL, "not a regular file")
-        with os.fdopen(os.dup(fd), "rb") as f:
-            data = f.read(MAX_CONFIG_BYTES + 1)
-    finally:
-        os.close(fd)
-    if len(data) > MAX_CONFIG_BYTES:
-        raise OSError(errno.EFBIG, f"larger than {MAX_CONFIG_BYTES // (1024 * 1024)} MiB")
-    return data
 
 
 def normalized(config: Mapping[str, Any]) -> dict[str, Any]:

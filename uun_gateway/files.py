@@ -1,10 +1,46 @@
-"""Writing files so that a crash or power cut leaves either the old or the new content, never a mix."""
+"""Writing files so that a crash or power cut leaves either the old or the new content, never a mix;
+reading files a user names (configs, secrets) without blocking on a FIFO or reading a device dry."""
 
 from __future__ import annotations
 
+import errno
 import os
+import stat
 import tempfile
 from pathlib import Path
+
+MAX_SECRET_BYTES = 64 * 1024
+"""The largest file :func:`read_secret_file` reads: a password is a line."""
+
+
+def read_regular_file(path: str | os.PathLike[str], max_bytes: int) -> bytes:
+    """The bytes of the regular file at ``path``, at most ``max_bytes`` of them. A FIFO, a device
+    or a directory is refused without blocking on it (``O_NONBLOCK``). Raises :class:`OSError`
+    naming the file for those, for a larger file and for any failure to read it."""
+    fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
+    try:
+        info = os.fstat(fd)
+        if not stat.S_ISREG(info.st_mode):
+            raise OSError(errno.EINVAL, "not a regular file", str(path))
+        with os.fdopen(os.dup(fd), "rb") as f:
+            data = f.read(max_bytes + 1)
+    finally:
+        os.close(fd)
+    if len(data) > max_bytes:
+        size = f"{max_bytes // (1024 * 1024)} MiB" if max_bytes % (1024 * 1024) == 0 else f"{max_bytes // 1024} KiB"
+        raise OSError(errno.EFBIG, f"larger than {size}", str(path))
+    return data
+
+
+def read_secret_file(path: str | os.PathLike[str]) -> str:
+    """The UTF-8 text of a file holding a secret (a password file), at most :data:`MAX_SECRET_BYTES`.
+    Raises :class:`OSError` naming the file, as :func:`read_regular_file` does, also for text
+    that is not UTF-8; the message never contains the file's content."""
+    data = read_regular_file(path, MAX_SECRET_BYTES)
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError:
+        raise OSError(errno.EINVAL, "not UTF-8 text", str(path)) from None
 
 
 def fsync_dir(path: str | os.PathLike[str]) -> None:

@@ -20,13 +20,12 @@ import time
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any, TextIO
 
 import paho.mqtt.client as mqtt
 from paho.mqtt.enums import CallbackAPIVersion
 
-from uun_gateway import Commands, describe_failure, iso_utc, parse_iso, safe_text
+from uun_gateway import Commands, describe_failure, iso_utc, parse_iso, read_secret_file, safe_text
 
 from .link import discard_client
 
@@ -115,7 +114,7 @@ class Connection:
                 context.load_cert_chain(args.cert, args.key)
             self.client.tls_set_context(context)
         if args.username:
-            password = Path(args.password_file).read_text().rstrip("\r\n") if args.password_file else None
+            password = read_secret_file(args.password_file).rstrip("\r\n") if args.password_file else None
             self.client.username_pw_set(args.username, password)
         self.client.on_connect = self._connected
         self.client.on_message = lambda c, u, m: on_message(m)

@@ -14,7 +14,6 @@ import socket
 import ssl
 import threading
 from collections.abc import Callable
-from pathlib import Path
 from typing import Any
 
 import paho.mqtt.client as mqtt
@@ -23,7 +22,7 @@ from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 from paho.mqtt.reasoncodes import ReasonCode
 
-from uun_gateway import Backoff, Deadline, StateLog, describe_failure, safe_text
+from uun_gateway import Backoff, Deadline, StateLog, describe_failure, read_secret_file, safe_text
 
 from .schema import Broker, Settings
 
@@ -187,7 +186,7 @@ class Link:
         if s.username is not None:
             password = None
             if s.password_file is not None:
-                password = Path(s.password_file).read_text(encoding="utf-8").rstrip("\r\n")
+                password = read_secret_file(s.password_file).rstrip("\r\n")
             client.username_pw_set(s.username, password)
         client.on_connect = self._guarded(self._handle_connect)
         client.on_disconnect = self._guarded(self._handle_disconnect)

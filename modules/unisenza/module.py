@@ -20,7 +20,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, ClassVar
 
-from uun_gateway import Backoff, Module, StateLog, iso_utc, on
+from uun_gateway import Backoff, Module, StateLog, iso_utc, on, read_secret_file
 from uun_gateway import Reading as PointReading
 
 from .auth import CognitoAuth
@@ -46,7 +46,7 @@ def read_password(section: Mapping[str, Any], base: Path | None = None) -> str:
         try:
             if file.stat().st_mode & 0o077:
                 log.warning("the password file %s is readable by other users; chmod 600 it", file)
-            text = file.read_text()
+            text = read_secret_file(file)
         except OSError as exc:
             raise ClientError(f"cannot read the password file {file}: {exc.strerror}") from None
         password = text.splitlines()[0] if text else ""
