@@ -245,6 +245,18 @@ def test_corrupt_cache_is_replaced(fake: FakeUuApp, tmp_path: Path, caplog: pyte
     assert json.loads(path.read_text())["id_token"].startswith("ey")
 
 
+def test_a_token_cache_that_is_a_fifo_is_not_waited_on(
+    fake: FakeUuApp, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    path = tmp_path / "token" / "oidc-token"
+    path.parent.mkdir()
+    os.mkfifo(path)  # opened for reading, it would block until a writer came
+    with client_for(fake, tmp_path) as client:
+        assert client.refresh_token() is True
+    assert "unreadable" in caplog.text
+    assert json.loads(path.read_text())["id_token"].startswith("ey")
+
+
 def test_concurrent_first_requests_grant_one_token(fake: FakeUuApp, tmp_path: Path) -> None:
     barrier = threading.Barrier(6)
     results: list[object] = []

@@ -31,7 +31,7 @@ from typing import Any
 import requests
 
 from .errors import UunGatewayError
-from .files import atomic_write
+from .files import atomic_write, read_secret_file
 from .httpcall import BadAnswer, bounded_session, exchange, parse_json
 from .outage import Deadline, describe_failure, safe_text
 from .version import __version__
@@ -293,8 +293,7 @@ class TokenGrant:
         if not path:
             return None
         try:
-            with open(path, encoding="utf-8") as f:
-                data = json.load(f)
+            data = json.loads(read_secret_file(path))
             value = data["id_token"]
             expires_at = float(data["expires_at"])
             lifetime = float(data.get("expires_in", expires_at - time.time()))
